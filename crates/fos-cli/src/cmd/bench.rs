@@ -1,0 +1,112 @@
+//! `fos bench`: throughput measurements, printed as a table or JSON.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args as ClapArgs, Subcommand};
+use fos_model::backbone::{batch, Backbone, BackboneKind};
+
+/// Arguments of `fos bench`.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "\
+Examples:
+  fos bench backbone --threads 2
+  fos bench backbone --backbone efficientnet-lite2 --batches 1,32 --json")]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand, Debug)]
+enum What {
+    /// Backbone forward throughput (images/s) at several batch sizes.
+    Backbone {
+        /// Backbone to measure.
+        #[arg(long, default_value = "efficientnet-lite0")]
+        backbone: BackboneKind,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batches: Vec<usize>,
+        /// Input resolution (default: the backbone's own).
+        #[arg(long)]
+        size: Option<u32>,
+        /// Minimum images per batch size to time (after one warm-up pass).
+        #[arg(long, default_value_t = 64)]
+        images: usize,
+        /// Use random weights instead of the installed ones (speed is the same).
+        #[arg(long)]
+        synthetic: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    let What::Backbone {
+        backbone,
+        batches,
+        size,
+        images,
+        synthetic,
+        json,
+    } = args.what;
+    let device = fos_model::device();
+    let net = if synthetic {
+        Backbone::from_weights(backbone, &Backbone::synthetic_weights(backbone, 0), &device)?
+    } else {
+        Backbone::load(backbone, &device).context("use --synthetic to time random weights")?
+    };
+    let size = size.unwrap_or(backbone.input_size());
+    let threads = rayon::current_num_threads();
+    let mut rows = Vec::new();
+    for &b in batches.iter().filter(|&&b| b > 0) {
+        // A fixed, non-constant input (constant inputs can hit fast paths).
+        let chw: Vec<Vec<f32>> = (0..b)
+            .map(|i| {
+                (0..3 * (size * size) as usize)
+                    .map(|j| ((i * 31 + j) % 97) as f32 / 48.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let x = batch(&chw, size, &device)?;
+        let _ = fos_model::to_vec(net.forward(x.clone()).pooled)?; // warm-up
+        let iters = images.div_ceil(b).max(2);
+        let pb = super::progress(iters as u64, &format!("batch {b}"));
+        let t = Instant::now();
+        for _ in 0..iters {
+            let _ = fos_model::to_vec(net.forward(x.clone()).pooled)?;
+            pb.inc(1);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let ips = (iters * b) as f64 / secs;
+        rows.push(serde_json::json!({
+            "batch": b, "images": iters * b, "seconds": secs,
+            "images_per_s": ips, "ms_per_batch": secs * 1e3 / iters as f64,
+        }));
+    }
+    if json {
+        let v = serde_json::json!({
+            "bench": "backbone", "backbone": backbone.name(), "size": size,
+            "threads": threads, "synthetic": synthetic, "results": rows,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} forward, {size}x{size}, {threads} threads",
+            backbone.name()
+        );
+        println!("{:>6} {:>12} {:>14}", "batch", "images/s", "ms/batch");
+        for r in &rows {
+            println!(
+                "{:>6} {:>12.1} {:>14.1}",
+                r["batch"],
+                r["images_per_s"].as_f64().unwrap_or(0.0),
+                r["ms_per_batch"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

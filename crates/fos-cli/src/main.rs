@@ -1,0 +1,102 @@
+//! `fos`: foreground object search. This binary is thin: it parses flags and wires
+//! the library crates together; every error is printed on one line and exits 2.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Foreground object search: find the cut-outs that fit a rectangle in a photo.
+#[derive(Parser, Debug)]
+#[command(name = "fos", version, about, long_about = None, after_help = EXAMPLES)]
+struct Cli {
+    /// Worker threads for model inference (default: all cores).
+    #[arg(long, global = true, env = "FOS_THREADS")]
+    threads: Option<usize>,
+    /// Refuse images with more pixels than this, before decoding them.
+    #[arg(long, global = true, default_value_t = fos_image::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  fos weights fetch efficientnet-lite0
+  fos classify photo.jpg --json
+  fos bench backbone --batches 1,8,32 --threads 2";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install, import and list pretrained backbone weights.
+    Weights(cmd::weights::Args),
+    /// ImageNet top-5 classes of photos (checks that a backbone works).
+    Classify(cmd::classify::Args),
+    /// Measure throughput.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+        {
+            tracing::warn!("could not size the thread pool: {e}");
+        }
+    }
+    let ctx = cmd::Context {
+        decode: fos_image::decode::DecodeOptions {
+            max_pixels: cli.max_pixels,
+        },
+    };
+    let result = match cli.command {
+        Command::Weights(a) => cmd::weights::run(a, &ctx),
+        Command::Classify(a) => cmd::classify::run(a, &ctx),
+        Command::Bench(a) => cmd::bench::run(a, &ctx),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes on one line, without repeating a cause that the
+/// message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
