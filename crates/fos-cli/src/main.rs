@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     if let Some(n) = cli.threads {
@@ -84,6 +85,24 @@ fn one_line(e: &anyhow::Error) -> String {
         }
     }
     out.replace('\n', " ")
+}
+
+/// Keeps freed memory in the process instead of returning it to the kernel.
+///
+/// With glibc's defaults every activation tensor above the mmap threshold is a
+/// fresh `mmap` and the heap is trimmed after large frees, so memory is faulted in
+/// again on every layer: perf showed page faults at a third of a batch-32 forward
+/// pass. Serving all sizes from the heap and never trimming it keeps the pages
+/// (interleaved A/B, EfficientNet-Lite0 batch 32, 2 threads: 23 -> 37 images/s;
+/// a 32 MiB threshold or trimming settings alone measured no better than default).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
 }
 
 fn init_tracing(verbose: u8) {

@@ -78,6 +78,11 @@ pub fn decode_bytes(
             path: path.to_owned(),
         });
     }
+    // Dimensions straight from the header bytes, before any decoder runs: a bomb is
+    // refused even when the rest of the file is missing or hostile.
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        check_size(path, size.width as u64, size.height as u64, opts)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     // Bytes of the largest accepted image at 16 bits x 4 channels, plus slack.
@@ -85,19 +90,7 @@ pub fn decode_bytes(
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ImageError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    if u64::from(width) * u64::from(height) > opts.max_pixels {
-        return Err(ImageError::TooLarge {
-            path: path.to_owned(),
-            width,
-            height,
-            limit: opts.max_pixels,
-        });
-    }
+    check_size(path, width.into(), height.into(), opts)?;
     let orientation = decoder.orientation().map_err(corrupt)?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(ImageError::Corrupt {
@@ -108,6 +101,28 @@ pub fn decode_bytes(
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+fn check_size(
+    path: &Path,
+    width: u64,
+    height: u64,
+    opts: &DecodeOptions,
+) -> Result<(), ImageError> {
+    if width == 0 || height == 0 {
+        return Err(ImageError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if width.saturating_mul(height) > opts.max_pixels {
+        return Err(ImageError::TooLarge {
+            path: path.to_owned(),
+            width,
+            height,
+            limit: opts.max_pixels,
+        });
+    }
+    Ok(())
 }
 
 /// True when a JPEG stream holds its end-of-image marker (FF D9) near its end.
@@ -190,6 +205,20 @@ mod tests {
         let err = decode_bytes(&b, Path::new("bomb.png"), &Default::default()).unwrap_err();
         assert!(
             matches!(err, ImageError::TooLarge { width: 100_000, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_jpeg_bomb_from_its_frame_header() {
+        let mut j = jpeg_bytes(16, 16);
+        // Patch the SOF0 frame header (FF C0 len P Y X) to claim 60000x60000.
+        let sof = j.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        j[sof + 5..sof + 7].copy_from_slice(&60000u16.to_be_bytes());
+        j[sof + 7..sof + 9].copy_from_slice(&60000u16.to_be_bytes());
+        let err = decode_bytes(&j, Path::new("bomb.jpg"), &Default::default()).unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooLarge { width: 60000, .. }),
             "{err}"
         );
     }

@@ -18,6 +18,8 @@
 //! # Ok::<(), fos_image::ImageError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod atomic;
 pub mod decode;
 pub mod preprocess;
@@ -54,9 +56,9 @@ pub enum ImageError {
         /// The file concerned.
         path: PathBuf,
         /// Declared width.
-        width: u32,
+        width: u64,
         /// Declared height.
-        height: u32,
+        height: u64,
         /// The pixel limit in force.
         limit: u64,
     },

@@ -112,8 +112,8 @@ impl FromStr for BackboneKind {
 
 #[derive(Debug)]
 enum Net {
-    Lite(EfficientNetLite),
-    ResNet(ResNet50),
+    Lite(Box<EfficientNetLite>),
+    ResNet(Box<ResNet50>),
 }
 
 /// A loaded backbone.
@@ -131,8 +131,10 @@ impl Backbone {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let net = match kind.lite() {
-            Some(v) => Net::Lite(EfficientNetLite::from_weights(v, weights, device)?),
-            None => Net::ResNet(ResNet50::from_weights(weights, device)?),
+            Some(v) => Net::Lite(Box::new(EfficientNetLite::from_weights(
+                v, weights, device,
+            )?)),
+            None => Net::ResNet(Box::new(ResNet50::from_weights(weights, device)?)),
         };
         Ok(Self { kind, net })
     }

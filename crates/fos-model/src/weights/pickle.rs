@@ -471,7 +471,7 @@ fn long_from_le(b: &[u8], at: usize) -> Result<Value, PickleError> {
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, PickleError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(malformed(at, "odd number of dict items"));
     }
     let mut it = items.into_iter();
