@@ -200,6 +200,19 @@ mod tests {
     }
 
     #[test]
+    fn decodes_lossless_webp_with_alpha() {
+        let img = RgbaImage::from_fn(6, 4, |x, y| {
+            image::Rgba([x as u8 * 40, y as u8 * 60, 9, 128])
+        });
+        let mut out = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+            .write_image(img.as_raw(), 6, 4, ExtendedColorType::Rgba8)
+            .unwrap();
+        let back = decode_bytes(&out, Path::new("a.webp"), &Default::default()).unwrap();
+        assert_eq!(back.into_rgba8(), img);
+    }
+
+    #[test]
     fn refuses_bomb_before_decoding() {
         let b = png_header_claiming(100_000, 100_000);
         let err = decode_bytes(&b, Path::new("bomb.png"), &Default::default()).unwrap_err();

