@@ -146,6 +146,31 @@ struct Vm<'a> {
     pos: usize,
     stack: Vec<Slot>,
     memo: HashMap<u32, Value>,
+    /// Values that memo gets and DUP may still copy: bounds the "billion laughs"
+    /// growth of a stream that duplicates a list into itself.
+    copy_budget: usize,
+}
+
+/// Value nodes that copies may create, in all (a real state dict copies a few
+/// thousand small tuples).
+const COPY_BUDGET: usize = 1 << 22;
+
+/// Number of nodes in `v`, counting at most `cap`.
+fn nodes(v: &Value, cap: usize) -> usize {
+    let mut n = 0;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        n += 1;
+        if n >= cap {
+            break;
+        }
+        match v {
+            Value::Tuple(i) | Value::List(i) | Value::Object(_, _, i) => todo.extend(i),
+            Value::Dict(d) => todo.extend(d.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
+        }
+    }
+    n
 }
 
 fn malformed(pos: usize, what: impl Into<String>) -> PickleError {
@@ -162,6 +187,7 @@ pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, PickleError> {
         pos: *pos,
         stack: Vec::new(),
         memo: HashMap::new(),
+        copy_budget: COPY_BUDGET,
     };
     let v = vm.run()?;
     *pos = vm.pos;
@@ -237,12 +263,22 @@ impl<'a> Vm<'a> {
         Ok(())
     }
     fn memo_get(&mut self, key: u32, at: usize) -> Result<(), PickleError> {
-        let v = self
+        let cap = self.copy_budget.saturating_add(1);
+        let n = self
             .memo
             .get(&key)
-            .cloned()
+            .map(|v| nodes(v, cap))
             .ok_or_else(|| malformed(at, format!("memo key {key} missing")))?;
+        self.spend(n, at)?;
+        let v = self.memo[&key].clone();
         self.push(v);
+        Ok(())
+    }
+    fn spend(&mut self, n: usize, at: usize) -> Result<(), PickleError> {
+        self.copy_budget = self
+            .copy_budget
+            .checked_sub(n)
+            .ok_or_else(|| malformed(at, "too many copied values (a self-referencing bomb?)"))?;
         Ok(())
     }
 
@@ -266,6 +302,9 @@ impl<'a> Vm<'a> {
                     self.pop_mark(at)?;
                 }
                 b'2' => {
+                    let cap = self.copy_budget.saturating_add(1);
+                    let n = nodes(self.top(at)?, cap);
+                    self.spend(n, at)?;
                     let v = self.top(at)?.clone();
                     self.push(v);
                 }
@@ -640,6 +679,19 @@ mod tests {
             let mut pos = 0;
             assert!(load(p, &mut pos).is_err(), "{p:?}");
         }
+    }
+
+    #[test]
+    fn self_doubling_list_is_refused_not_exploded() {
+        // A list memoised, then 64 times: get it twice and store the pair: 2^64 nodes.
+        let mut p = b"]q\x00".to_vec();
+        for _ in 0..64 {
+            p.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        p.push(b'.');
+        let mut pos = 0;
+        let e = load(&p, &mut pos).unwrap_err().to_string();
+        assert!(e.contains("too many copied values"), "{e}");
     }
 
     #[test]

@@ -200,6 +200,13 @@ fn to_f32(
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .ok_or_else(|| format(format!("{name}: shape overflows")))?;
+    // Broadcast (stride-0) views can claim any shape over a tiny storage; a
+    // checkpoint parameter is never much larger than its storage.
+    if numel > numel_storage.max(1).saturating_mul(16) {
+        return Err(format(format!(
+            "{name}: view of {numel} elements over a storage of {numel_storage}"
+        )));
+    }
     if numel > 0 {
         let last = shape.iter().zip(stride).try_fold(offset, |a, (&d, &s)| {
             (d - 1).checked_mul(s).and_then(|x| x.checked_add(a))
