@@ -83,6 +83,14 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     b
 }
 
+/// stdout as one JSON value per line.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn assert_clean_failure(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
@@ -146,11 +154,7 @@ fn good_images_are_still_classified_beside_a_bad_one() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["image"], good.to_str().unwrap());
     assert_eq!(lines[0]["top5"].as_array().unwrap().len(), 5);
@@ -222,10 +226,7 @@ fn weights_import_checks_architecture() {
     );
 
     let out = fos(home.path(), &["weights", "list", "--json"]);
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<serde_json::Value> = json_lines(&out);
     let installed: Vec<&str> = rows
         .iter()
         .filter(|r| r["installed"] == true)
@@ -312,10 +313,7 @@ fn classify_recognises_real_photos() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<serde_json::Value> = json_lines(&out);
     assert_eq!(rows.len(), expect.len());
     for (row, (file, name)) in rows.iter().zip(expect) {
         assert!(row["image"].as_str().unwrap().ends_with(file));

@@ -330,7 +330,7 @@ impl<'a> Vm<'a> {
                         u32::from_le_bytes(self.le()?) as usize
                     };
                     let b = self.take(n)?;
-                    self.push(long_from_le(b, at)?);
+                    self.push(long_from_le(b));
                 }
                 b'I' | b'L' => {
                     let s = self.line()?.trim_end_matches('L');
@@ -494,19 +494,18 @@ impl<'a> Vm<'a> {
     }
 }
 
-fn long_from_le(b: &[u8], at: usize) -> Result<Value, PickleError> {
+fn long_from_le(b: &[u8]) -> Value {
     if b.is_empty() {
-        return Ok(Value::Int(0));
+        return Value::Int(0);
     }
     if b.len() > 8 {
         // Torch writes a 10-byte magic number in legacy files; keep it as bytes.
-        return Ok(Value::Bytes(b.to_vec()));
+        return Value::Bytes(b.to_vec());
     }
     let neg = b[b.len() - 1] & 0x80 != 0;
     let mut buf = if neg { [0xFF; 8] } else { [0; 8] };
     buf[..b.len()].copy_from_slice(b);
-    let _ = at;
-    Ok(Value::Int(i64::from_le_bytes(buf)))
+    Value::Int(i64::from_le_bytes(buf))
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, PickleError> {
