@@ -36,12 +36,15 @@ enum Command {
     Weights(cmd::weights::Args),
     /// ImageNet top-5 classes of photos (checks that a backbone works).
     Classify(cmd::classify::Args),
+    /// Build foreground-search data sets from instance masks; assign patterns.
+    Dataset(cmd::dataset::Args),
     /// Measure throughput.
     Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
     tune_allocator();
+    restore_sigpipe();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     if let Some(n) = cli.threads {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Weights(a) => cmd::weights::run(a, &ctx),
         Command::Classify(a) => cmd::classify::run(a, &ctx),
         Command::Bench(a) => cmd::bench::run(a, &ctx),
+        Command::Dataset(a) => cmd::dataset::run(a, &ctx),
     };
     match result {
         Ok(code) => code,
@@ -102,6 +106,16 @@ fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+/// Dies quietly on a closed pipe (`fos ... | head`) like other command-line
+/// tools, instead of panicking on the failed write.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition to its default before threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -6,42 +6,13 @@
 //! which `.ci/run` does) and ../shared; it is skipped without them unless
 //! `FOS_REQUIRE_REAL=1`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::PathBuf;
+use std::process::Output;
+
+use common::{fos, shared, skip, synthetic_home};
 use fos_model::backbone::{Backbone, BackboneKind};
-use fos_model::weights::Cache;
-
-fn fos(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fos"))
-        .args(args)
-        .env("FOS_HOME", home)
-        .env("FOS_THREADS", "2")
-        .output()
-        .expect("run fos")
-}
-
-/// A `$FOS_HOME` with random Lite0 weights installed.
-fn synthetic_home() -> tempfile::TempDir {
-    let home = tempfile::tempdir().unwrap();
-    let w = Backbone::synthetic_weights(BackboneKind::EfficientNetLite0, 1);
-    Cache::at(home.path().join("weights"))
-        .store("efficientnet-lite0", &w, "test")
-        .unwrap();
-    home
-}
-
-fn shared() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    p.join("data/coco-sample").is_dir().then_some(p)
-}
-
-fn skip(why: &str) {
-    if std::env::var("FOS_REQUIRE_REAL").is_ok_and(|v| v == "1") {
-        panic!("FOS_REQUIRE_REAL=1 but a prerequisite is missing: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-}
 
 fn a_jpeg() -> Vec<u8> {
     if let Some(s) = shared() {

@@ -7,6 +7,8 @@
 //! * [`resize`]: SIMD resizing (fast_image_resize) with PIL-compatible filters.
 //! * [`preprocess`]: the ImageNet network input (shorter side to `size*256/224`,
 //!   centre crop, mean/std normalisation) as a CHW `f32` buffer.
+//! * [`compose`]: cut-outs on white squares, pasted into rectangles, contact sheets.
+//! * [`encode`]: PNG/JPEG encoding and atomic saving.
 //! * [`atomic`]: write a file through a temporary file and a rename, so a crash
 //!   never leaves a half-written file behind.
 //!
@@ -21,7 +23,9 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod compose;
 pub mod decode;
+pub mod encode;
 pub mod preprocess;
 pub mod resize;
 

@@ -39,6 +39,17 @@ impl Preprocess {
         }
     }
 
+    /// Resize the shorter side to `size`, then centre-crop: a square image
+    /// (a cut-out on a white square) is seen whole.
+    pub fn fit(size: u32) -> Self {
+        Self {
+            size,
+            resize_shorter: size,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
     /// Resizes and crops `img` to the `size x size` RGB image the network sees.
     pub fn crop(&self, img: &RgbImage) -> Result<RgbImage, ImageError> {
         let (w, h) = img.dimensions();

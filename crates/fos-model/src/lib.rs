@@ -26,8 +26,10 @@
 
 pub mod backbone;
 pub mod efficientnet;
+pub mod embed;
 pub mod imagenet;
 mod layers;
+pub mod query;
 pub mod resnet;
 pub mod weights;
 

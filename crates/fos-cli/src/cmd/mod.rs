@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod classify;
+pub mod dataset;
 pub mod weights;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,4 +31,27 @@ pub fn spinner(what: &str) -> ProgressBar {
     pb.set_message(what.to_owned());
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb
+}
+
+/// A progress bar that library jobs report to (see [`fos_data::Progress`]).
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    /// A bar labelled `what`; its length is set when the job starts.
+    pub fn new(what: &str) -> Self {
+        Bar(progress(0, what))
+    }
+}
+
+impl fos_data::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.reset_eta();
+    }
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
