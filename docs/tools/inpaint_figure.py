@@ -15,7 +15,7 @@ with open(f"{root}/manifest.jsonl") as f:
     for line in f:
         r = json.loads(line)
         recs[r["id"]] = r
-H = 240
+H = 200
 rows = []
 for i in ids:
     r = recs[i]
