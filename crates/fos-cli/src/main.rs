@@ -26,6 +26,9 @@ struct Cli {
 
 const EXAMPLES: &str = "\
 Examples:
+  fos demo
+  fos search --background park.jpg --box 100,80,60,150 --category person --json
+  fos index build --dataset data/coco --split test --out lib.fos
   fos weights fetch efficientnet-lite0
   fos classify photo.jpg --json
   fos bench backbone --batches 1,8,32 --threads 2";
@@ -36,6 +39,12 @@ enum Command {
     Weights(cmd::weights::Args),
     /// ImageNet top-5 classes of photos (checks that a backbone works).
     Classify(cmd::classify::Args),
+    /// The main job on the sample photos: build (once) a library, run a real query, write composites.
+    Demo(cmd::demo::Args),
+    /// Find the cut-outs that fit a rectangle in a background photo.
+    Search(cmd::search::Args),
+    /// Build, extend, shrink and inspect cut-out libraries.
+    Index(cmd::index::Args),
     /// Build foreground-search data sets from instance masks; assign patterns.
     Dataset(cmd::dataset::Args),
     /// Measure throughput.
@@ -65,6 +74,9 @@ fn main() -> ExitCode {
         Command::Classify(a) => cmd::classify::run(a, &ctx),
         Command::Bench(a) => cmd::bench::run(a, &ctx),
         Command::Dataset(a) => cmd::dataset::run(a, &ctx),
+        Command::Demo(a) => cmd::demo::run(a, &ctx),
+        Command::Search(a) => cmd::search::run(a, &ctx),
+        Command::Index(a) => cmd::index::run(a, &ctx),
     };
     match result {
         Ok(code) => code,

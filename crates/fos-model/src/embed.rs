@@ -10,6 +10,7 @@ use burn::tensor::Device;
 use fos_image::compose::{on_white_square, Rect};
 use fos_image::preprocess::Preprocess;
 use image::{RgbImage, RgbaImage};
+use sha2::Digest;
 
 use crate::backbone::{batch, Backbone};
 use crate::query::{crop_square, square_around};
@@ -23,22 +24,52 @@ pub fn l2_normalize(v: &mut [f32]) {
     }
 }
 
+/// What search needs of a model: embeddings of cut-outs and of queries in one
+/// space, and a fingerprint that names the model exactly (an index made with
+/// one model is refused by another).
+pub trait Encoder: Send + Sync {
+    /// Names the model and its weights, e.g.
+    /// `pretrained:efficientnet-lite0:sha256=1a2b...`.
+    fn fingerprint(&self) -> String;
+    /// Embedding size.
+    fn dim(&self) -> usize;
+    /// L2-normalised embeddings of cut-outs.
+    fn foregrounds(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// L2-normalised embedding of a query (background + rectangle).
+    fn query(&self, background: &RgbImage, rect: Rect) -> Result<Vec<f32>, ModelError>;
+}
+
 /// A backbone used as an embedding function.
 pub struct PretrainedEncoder {
     /// The network.
     pub backbone: Backbone,
     device: Device,
+    fingerprint: String,
 }
 
 impl PretrainedEncoder {
-    /// Wraps a loaded backbone.
+    /// Wraps a loaded backbone; `weights_digest` identifies its weights.
     pub fn new(backbone: Backbone, device: Device) -> Self {
-        PretrainedEncoder { backbone, device }
+        let fingerprint = format!("pretrained:{}", backbone.kind().name());
+        PretrainedEncoder {
+            backbone,
+            device,
+            fingerprint,
+        }
     }
 
-    /// Embedding size.
-    pub fn dim(&self) -> usize {
-        self.backbone.kind().feature_dim()
+    /// Loads the installed weights of `kind` and fingerprints them by the
+    /// SHA-256 of the weights file.
+    pub fn load(kind: crate::backbone::BackboneKind, device: Device) -> Result<Self, ModelError> {
+        let path = crate::weights::weights_path(kind.name());
+        let backbone = Backbone::load(kind, &device)?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
+        let digest = sha2::Sha256::digest(&bytes);
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let mut enc = Self::new(backbone, device);
+        enc.fingerprint = format!("pretrained:{}:sha256={hex}", kind.name());
+        Ok(enc)
     }
 
     fn pooled(&self, squares: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -53,7 +84,7 @@ impl PretrainedEncoder {
             .collect::<Result<Vec<_>, _>>()?;
         let f = self.backbone.forward(batch(&chw, size, &self.device)?);
         let v = crate::to_vec(f.pooled)?;
-        let d = self.dim();
+        let d = self.backbone.kind().feature_dim();
         Ok(v.chunks(d)
             .map(|c| {
                 let mut c = c.to_vec();
@@ -62,16 +93,25 @@ impl PretrainedEncoder {
             })
             .collect())
     }
+}
 
-    /// Embeddings of cut-outs (one forward pass for the slice).
-    pub fn foregrounds(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+impl Encoder for PretrainedEncoder {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn dim(&self) -> usize {
+        self.backbone.kind().feature_dim()
+    }
+
+    /// The cut-out on a white square (one forward pass for the slice).
+    fn foregrounds(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError> {
         let squares: Vec<RgbImage> = cutouts.iter().map(on_white_square).collect();
         self.pooled(&squares)
     }
 
-    /// Embedding of a query: the context square around `rect` with the
-    /// rectangle filled grey.
-    pub fn query(&self, background: &RgbImage, rect: Rect) -> Result<Vec<f32>, ModelError> {
+    /// The context square around `rect` with the rectangle filled grey.
+    fn query(&self, background: &RgbImage, rect: Rect) -> Result<Vec<f32>, ModelError> {
         let s = square_around(background.width(), background.height(), rect);
         let size = self.backbone.kind().input_size();
         let sq = crop_square(background, s, Some(rect), size)?;

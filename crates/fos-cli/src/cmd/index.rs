@@ -1,0 +1,337 @@
+//! `fos index`: build, extend, shrink and inspect a cut-out library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use fos_data::manifest::{Dataset, Record};
+use fos_index::{Dtype, Entry, Library, LibraryWriter};
+use fos_model::backbone::BackboneKind;
+use fos_model::embed::{Encoder, PretrainedEncoder};
+
+/// Arguments of `fos index`.
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Embed the cut-outs of a data set (or a folder) into a new library.
+    Build(BuildArgs),
+    /// Add cut-out PNGs (with alpha) to a library.
+    Add(AddArgs),
+    /// Remove cut-outs from a library by id.
+    Remove(RemoveArgs),
+    /// What a library holds.
+    Stats(StatsArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DtypeArg {
+    F16,
+    F32,
+}
+
+/// Arguments of `fos index build`.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "\
+Examples:
+  fos index build --dataset data/coco --split test --out test.fos
+  fos index build --foregrounds my-cutouts/ --out mine.fos
+
+The encoder is the pretrained backbone (stand-in until a trained model is
+given); its fingerprint is stored, and a search with another model is refused.
+The library is written to a temporary file and renamed: an interrupted build
+leaves any previous library intact.")]
+pub struct BuildArgs {
+    /// A data set made by `fos dataset build`.
+    #[arg(
+        long,
+        conflicts_with = "foregrounds",
+        required_unless_present = "foregrounds"
+    )]
+    dataset: Option<PathBuf>,
+    /// Only this split of the data set.
+    #[arg(long, requires = "dataset")]
+    split: Option<String>,
+    /// A folder DIR/CATEGORY/NAME.png of cut-outs with alpha.
+    #[arg(long)]
+    foregrounds: Option<PathBuf>,
+    /// Output library.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    enc: EncoderArgs,
+    /// Embedding storage.
+    #[arg(long, value_enum, default_value = "f16")]
+    dtype: DtypeArg,
+}
+
+/// Which encoder makes the embeddings.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct EncoderArgs {
+    /// Backbone of the pretrained stand-in encoder.
+    #[arg(long, default_value = "efficientnet-lite0")]
+    pub backbone: BackboneKind,
+    /// Cut-outs per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batch: u16,
+}
+
+impl EncoderArgs {
+    /// Loads the encoder.
+    pub fn load(&self) -> anyhow::Result<PretrainedEncoder> {
+        Ok(PretrainedEncoder::load(self.backbone, fos_model::device())?)
+    }
+}
+
+/// Arguments of `fos index add`.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "\
+Examples:
+  fos index add lib.fos cutouts/person/*.png
+  fos index add lib.fos new.png --category dog")]
+pub struct AddArgs {
+    /// The library.
+    library: PathBuf,
+    /// Cut-out PNGs with alpha.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Category (default: each file's folder name).
+    #[arg(long)]
+    category: Option<String>,
+    #[command(flatten)]
+    enc: EncoderArgs,
+}
+
+/// Arguments of `fos index remove`.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "Example:\n  fos index remove lib.fos person-a person-b")]
+pub struct RemoveArgs {
+    /// The library.
+    library: PathBuf,
+    /// Ids to remove.
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// Arguments of `fos index stats`.
+#[derive(ClapArgs, Debug)]
+#[command(after_help = "Example:\n  fos index stats lib.fos --json")]
+pub struct StatsArgs {
+    /// The library.
+    library: PathBuf,
+    /// JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Build(a) => build(a, ctx),
+        Command::Add(a) => add(a, ctx),
+        Command::Remove(a) => remove(a),
+        Command::Stats(a) => stats(a),
+    }
+}
+
+/// A library entry for a data-set record.
+pub fn entry_of(ds: &Dataset, r: &Record) -> anyhow::Result<Entry> {
+    let path = ds.path(&r.foreground);
+    let path = std::fs::canonicalize(&path).with_context(|| format!("cut-out of {}", r.id))?;
+    let aspect = match r.bbox {
+        Some(_) => r.aspect() as f32,
+        None => {
+            let (w, h) =
+                image::image_dimensions(&path).with_context(|| format!("{}", path.display()))?;
+            w as f32 / h.max(1) as f32
+        }
+    };
+    Ok(Entry {
+        id: r.id.clone(),
+        category: r.category.clone(),
+        path: path.to_string_lossy().into_owned(),
+        aspect,
+        pattern: r.pattern.clone(),
+    })
+}
+
+/// Embeds cut-out images in batches, with a progress bar; row-major f32.
+pub fn embed_paths(
+    enc: &dyn Encoder,
+    paths: &[PathBuf],
+    batch: usize,
+    ctx: &super::Context,
+) -> anyhow::Result<Vec<f32>> {
+    let pb = super::progress(paths.len() as u64, "embed");
+    let mut out = Vec::with_capacity(paths.len() * enc.dim());
+    for chunk in paths.chunks(batch.max(1)) {
+        let imgs = chunk
+            .iter()
+            .map(|p| fos_image::decode::load_rgba(p, &ctx.decode))
+            .collect::<Result<Vec<_>, _>>()?;
+        for v in enc.foregrounds(&imgs)? {
+            out.extend(v);
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+fn png_entry(p: &Path, category: Option<&str>) -> anyhow::Result<Entry> {
+    let img = fos_image::decode::load(p, &fos_image::decode::DecodeOptions::default())?;
+    if !img.color().has_alpha() {
+        bail!(
+            "{}: a cut-out needs an alpha channel; for JPEG + mask files run `fos dataset build --foregrounds DIR` first and index that",
+            p.display()
+        );
+    }
+    let category = match category {
+        Some(c) => c.to_owned(),
+        None => p
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: give --category (no folder name to take it from)",
+                    p.display()
+                )
+            })?,
+    };
+    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("cutout");
+    let path = std::fs::canonicalize(p)?;
+    Ok(Entry {
+        id: fos_data::manifest::sanitize(&format!("{category}-{stem}")),
+        category,
+        path: path.to_string_lossy().into_owned(),
+        aspect: img.width() as f32 / img.height().max(1) as f32,
+        pattern: None,
+    })
+}
+
+fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    let enc = a.enc.load()?;
+    let entries: Vec<Entry> = if let Some(dir) = &a.dataset {
+        let ds = Dataset::open(dir)?;
+        let recs: Vec<&Record> = ds
+            .records
+            .iter()
+            .filter(|r| a.split.as_ref().is_none_or(|s| &r.split == s))
+            .collect();
+        if recs.is_empty() {
+            bail!(
+                "{} has no cut-outs{}",
+                dir.display(),
+                a.split
+                    .as_ref()
+                    .map(|s| format!(" in split {s:?}"))
+                    .unwrap_or_default()
+            );
+        }
+        recs.iter()
+            .map(|r| entry_of(&ds, r))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        let dir = a.foregrounds.as_ref().expect("clap requires one");
+        let files = fos_data::folder::scan(dir)?;
+        if files.is_empty() {
+            bail!(
+                "{}: no cut-outs found (DIR/CATEGORY/NAME.png)",
+                dir.display()
+            );
+        }
+        files
+            .iter()
+            .map(|f| png_entry(&f.image, Some(&f.category)))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
+    let emb = embed_paths(&enc, &paths, usize::from(a.enc.batch), ctx)?;
+    let dtype = match a.dtype {
+        DtypeArg::F16 => Dtype::F16,
+        DtypeArg::F32 => Dtype::F32,
+    };
+    let w = LibraryWriter::lock(&a.out)?;
+    let n = entries.len();
+    w.write(&enc.fingerprint(), enc.dim(), dtype, entries, &emb)?;
+    let lib = Library::open(&a.out)?;
+    println!(
+        "indexed {n} cut-outs ({} categories, {} patterns) into {} with {}",
+        lib.categories().len(),
+        lib.patterns().len(),
+        a.out.display(),
+        lib.model()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(a: AddArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    let w = LibraryWriter::lock(&a.library)?;
+    let lib = Library::open(&a.library)?;
+    let enc = a.enc.load()?;
+    if lib.model() != enc.fingerprint() {
+        bail!(
+            "the library was made with model {}, the encoder in use is {}; use the same --backbone",
+            lib.model(),
+            enc.fingerprint()
+        );
+    }
+    drop(lib);
+    let entries: Vec<Entry> = a
+        .paths
+        .iter()
+        .map(|p| png_entry(p, a.category.as_deref()))
+        .collect::<anyhow::Result<_>>()?;
+    let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
+    let emb = embed_paths(&enc, &paths, usize::from(a.enc.batch), ctx)?;
+    let k = entries.len();
+    let n = w.add(&enc.fingerprint(), entries, &emb)?;
+    println!("added {k} cut-outs; {} now holds {n}", a.library.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(a: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let w = LibraryWriter::lock(&a.library)?;
+    let n = w.remove(&a.ids)?;
+    println!(
+        "removed {} cut-outs; {} now holds {n}",
+        a.ids.len(),
+        a.library.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let lib = Library::open(&a.library)?;
+    let bytes = std::fs::metadata(&a.library)?.len();
+    let cats = lib.categories();
+    if a.json {
+        let v = serde_json::json!({
+            "library": a.library, "model": lib.model(), "dim": lib.dim(), "dtype": lib.dtype(),
+            "cutouts": lib.len(), "patterns": lib.patterns().len(), "bytes": bytes,
+            "categories": cats.iter().map(|(c, n)| serde_json::json!({"name": c, "cutouts": n})).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    } else {
+        println!("library   {}", a.library.display());
+        println!("model     {}", lib.model());
+        println!("embedding {} x {:?}", lib.dim(), lib.dtype());
+        println!(
+            "cut-outs  {} in {} categories, {} patterns, {:.1} MB",
+            lib.len(),
+            cats.len(),
+            lib.patterns().len(),
+            bytes as f64 / 1e6
+        );
+        for (c, n) in cats {
+            println!("  {c:<16} {n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,352 @@
+//! The `LIB.fos` file layout, version 1:
+//!
+//! ```text
+//! 0   8  magic  "FOSLIB\0\x01"
+//! 8   8  header length H (u64 LE)
+//! 16  4  CRC-32 of the header bytes (u32 LE)
+//! 20  4  reserved (0)
+//! 24  H  header: JSON (version, model fingerprint, dim, dtype, entries,
+//!        patterns, block offsets/lengths/CRC-32s)
+//! ..     embeddings block at a 64-byte aligned offset: count x dim, f16 or f32 LE
+//! ..     centroid block at a 64-byte aligned offset: patterns x dim, f32 LE
+//! ```
+//!
+//! Every block is checksummed; a file with a wrong magic, version, length or
+//! checksum is refused with the reason.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::IndexError;
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"FOSLIB\0\x01";
+/// Format version in the header.
+pub const VERSION: u32 = 1;
+const PREFIX: usize = 24;
+const ALIGN: usize = 64;
+
+/// How embeddings are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// IEEE half precision: half the bytes; cosine scores differ from f32 by
+    /// about 1e-3.
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F16 => 2,
+            Dtype::F32 => 4,
+        }
+    }
+}
+
+/// One cut-out of the library.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unique id (`[A-Za-z0-9._-]`).
+    pub id: String,
+    /// Category name.
+    pub category: String,
+    /// The cut-out image (RGBA PNG), absolute.
+    pub path: String,
+    /// Width / height of the cut-out.
+    pub aspect: f32,
+    /// Pattern id, when known.
+    pub pattern: Option<String>,
+}
+
+/// A pattern and its centroid's row in the centroid block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatternInfo {
+    /// Category.
+    pub category: String,
+    /// Pattern id.
+    pub pattern: String,
+    /// Members.
+    pub members: u32,
+}
+
+/// Where a block lies and its checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    /// Offset from the start of the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// CRC-32 of the bytes.
+    pub crc32: u32,
+}
+
+/// The JSON header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// [`VERSION`].
+    pub version: u32,
+    /// Fingerprint of the model that made the embeddings.
+    pub model: String,
+    /// Embedding size.
+    pub dim: usize,
+    /// Embedding storage.
+    pub dtype: Dtype,
+    /// The cut-outs, in row order.
+    pub entries: Vec<Entry>,
+    /// Pattern centroids, in row order.
+    pub patterns: Vec<PatternInfo>,
+    /// Embedding block.
+    pub embeddings: Block,
+    /// Centroid block.
+    pub centroids: Block,
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> IndexError {
+    IndexError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn align(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Serialises a library: `embeddings` (row-major, `entries.len() x dim`) and
+/// `centroids` (`patterns.len() x dim`) as f32, stored as `dtype`.
+pub fn encode(
+    model: &str,
+    dim: usize,
+    dtype: Dtype,
+    entries: Vec<Entry>,
+    embeddings: &[f32],
+    patterns: Vec<PatternInfo>,
+    centroids: &[f32],
+) -> Vec<u8> {
+    assert_eq!(
+        embeddings.len(),
+        entries.len() * dim,
+        "embedding rows match entries"
+    );
+    assert_eq!(
+        centroids.len(),
+        patterns.len() * dim,
+        "centroid rows match patterns"
+    );
+    let emb: Vec<u8> = match dtype {
+        Dtype::F32 => embeddings.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => embeddings
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+    };
+    let cen: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut header = Header {
+        version: VERSION,
+        model: model.to_owned(),
+        dim,
+        dtype,
+        entries,
+        patterns,
+        embeddings: Block {
+            offset: 0,
+            len: emb.len() as u64,
+            crc32: crc32fast::hash(&emb),
+        },
+        centroids: Block {
+            offset: 0,
+            len: cen.len() as u64,
+            crc32: crc32fast::hash(&cen),
+        },
+    };
+    // Offsets depend on the header's length, which depends on the offsets'
+    // digits: iterate until stable (twice at most in practice).
+    let mut json = Vec::new();
+    for _ in 0..4 {
+        json = serde_json::to_vec(&header).expect("header serialises");
+        let e = align(PREFIX + json.len()) as u64;
+        let c = align(e as usize + emb.len()) as u64;
+        if header.embeddings.offset == e && header.centroids.offset == c {
+            break;
+        }
+        header.embeddings.offset = e;
+        header.centroids.offset = c;
+    }
+    let total = header.centroids.offset as usize + cen.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&json);
+    out.resize(header.embeddings.offset as usize, 0);
+    out.extend_from_slice(&emb);
+    out.resize(header.centroids.offset as usize, 0);
+    out.extend_from_slice(&cen);
+    out
+}
+
+/// Parses and verifies a library file's bytes: magic, version, header CRC,
+/// block bounds, block CRCs, entry sanity. Returns the header.
+pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header, IndexError> {
+    if bytes.len() < PREFIX || &bytes[..8] != MAGIC {
+        if bytes.len() >= 7 && &bytes[..7] == b"FOSLIB\0" {
+            return Err(corrupt(path, format!("library format {} is not supported by this fos (reads 1); rebuild it with `fos index build`", bytes.get(7).copied().unwrap_or(0))));
+        }
+        return Err(corrupt(
+            path,
+            "not a fos library (bad magic); make one with `fos index build`",
+        ));
+    }
+    let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let hcrc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let end = (PREFIX as u64)
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len() as u64);
+    let Some(end) = end else {
+        return Err(corrupt(
+            path,
+            "truncated: the header runs past the end of the file",
+        ));
+    };
+    let json = &bytes[PREFIX..end as usize];
+    if crc32fast::hash(json) != hcrc {
+        return Err(corrupt(
+            path,
+            "header checksum mismatch: the file is corrupt",
+        ));
+    }
+    let h: Header =
+        serde_json::from_slice(json).map_err(|e| corrupt(path, format!("bad header: {e}")))?;
+    if h.version != VERSION {
+        return Err(corrupt(
+            path,
+            format!(
+                "library version {} is not supported (reads {VERSION})",
+                h.version
+            ),
+        ));
+    }
+    if h.dim == 0 || h.dim > 65536 {
+        return Err(corrupt(
+            path,
+            format!("implausible embedding size {}", h.dim),
+        ));
+    }
+    for (name, b, rows, size) in [
+        ("embedding", h.embeddings, h.entries.len(), h.dtype.size()),
+        ("centroid", h.centroids, h.patterns.len(), 4),
+    ] {
+        let want = (rows as u64)
+            .checked_mul(h.dim as u64)
+            .and_then(|n| n.checked_mul(size as u64));
+        if want != Some(b.len) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "{name} block holds {} bytes, {rows} rows need {want:?}",
+                    b.len
+                ),
+            ));
+        }
+        let end = b
+            .offset
+            .checked_add(b.len)
+            .filter(|&e| e <= bytes.len() as u64);
+        let Some(end) = end else {
+            return Err(corrupt(
+                path,
+                format!("truncated: the {name} block runs past the end of the file"),
+            ));
+        };
+        if b.offset % ALIGN as u64 != 0 {
+            return Err(corrupt(path, format!("{name} block is not aligned")));
+        }
+        if crc32fast::hash(&bytes[b.offset as usize..end as usize]) != b.crc32 {
+            return Err(corrupt(
+                path,
+                format!("{name} checksum mismatch: the file is corrupt"),
+            ));
+        }
+    }
+    // Every other byte is padding and must be zero; nothing may follow.
+    let padding = [
+        (20usize, PREFIX),
+        (end as usize, h.embeddings.offset as usize),
+        (
+            (h.embeddings.offset + h.embeddings.len) as usize,
+            h.centroids.offset as usize,
+        ),
+    ];
+    for (a, b) in padding {
+        if a > b || bytes[a..b].iter().any(|&v| v != 0) {
+            return Err(corrupt(path, "corrupt padding between blocks"));
+        }
+    }
+    if (h.centroids.offset + h.centroids.len) as usize != bytes.len() {
+        return Err(corrupt(
+            path,
+            "the file has extra bytes after the last block",
+        ));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for e in &h.entries {
+        if !ids.insert(e.id.as_str()) {
+            return Err(corrupt(path, format!("id {:?} appears twice", e.id)));
+        }
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            category: "person".into(),
+            path: format!("/x/{id}.png"),
+            aspect: 0.5,
+            pattern: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_detects_every_flipped_byte_region() {
+        let emb: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
+        let bytes = encode(
+            "m",
+            3,
+            Dtype::F16,
+            vec![entry("a"), entry("b")],
+            &emb,
+            vec![],
+            &[],
+        );
+        let h = decode_header(Path::new("t"), &bytes).unwrap();
+        assert_eq!(h.entries.len(), 2);
+        assert_eq!(h.embeddings.offset % 64, 0);
+        // Flip one byte anywhere: refused.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(
+                decode_header(Path::new("t"), &b).is_err(),
+                "flip at {i} not detected"
+            );
+        }
+        // Truncated anywhere: refused.
+        for n in [0, 5, 23, 40, bytes.len() - 1] {
+            assert!(
+                decode_header(Path::new("t"), &bytes[..n]).is_err(),
+                "truncated to {n}"
+            );
+        }
+    }
+}

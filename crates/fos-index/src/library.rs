@@ -1,0 +1,576 @@
+//! [`Library`]: a memory-mapped, verified library with exact cosine search;
+//! [`LibraryWriter`]: the single writer (lock file) that creates, adds to and
+//! removes from it, always by writing a new file and renaming it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::format::{decode_header, encode, Dtype, Entry, Header, PatternInfo};
+use crate::IndexError;
+
+/// An open library (read-only; cheap to share between threads).
+pub struct Library {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    by_category: BTreeMap<String, Vec<u32>>,
+    patterns_by_category: HashMap<String, Vec<u32>>,
+    pattern_members: Vec<Vec<u32>>,
+}
+
+/// Rows above which a scan is split over threads.
+const PARALLEL_ROWS: usize = 16_384;
+
+impl Library {
+    /// Opens and verifies a library (all checksums).
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        let io = |e| IndexError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the file is only replaced by rename, never modified in place,
+        // so the mapped bytes do not change under us.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let header = decode_header(path, &map)?;
+        let mut by_category: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (i, e) in header.entries.iter().enumerate() {
+            by_category
+                .entry(e.category.clone())
+                .or_default()
+                .push(i as u32);
+        }
+        let mut patterns_by_category: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, p) in header.patterns.iter().enumerate() {
+            patterns_by_category
+                .entry(p.category.clone())
+                .or_default()
+                .push(i as u32);
+            index.insert((p.category.as_str(), p.pattern.as_str()), i);
+        }
+        let mut pattern_members = vec![Vec::new(); header.patterns.len()];
+        for (i, e) in header.entries.iter().enumerate() {
+            if let Some(&p) = e
+                .pattern
+                .as_deref()
+                .and_then(|p| index.get(&(e.category.as_str(), p)))
+            {
+                pattern_members[p].push(i as u32);
+            }
+        }
+        drop(index);
+        Ok(Library {
+            path: path.to_owned(),
+            map,
+            header,
+            by_category,
+            patterns_by_category,
+            pattern_members,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Fingerprint of the model that made the embeddings.
+    pub fn model(&self) -> &str {
+        &self.header.model
+    }
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.header.dim
+    }
+    /// Embedding storage.
+    pub fn dtype(&self) -> Dtype {
+        self.header.dtype
+    }
+    /// Number of cut-outs.
+    pub fn len(&self) -> usize {
+        self.header.entries.len()
+    }
+    /// Whether the library holds no cut-out.
+    pub fn is_empty(&self) -> bool {
+        self.header.entries.is_empty()
+    }
+    /// All cut-outs, in row order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.header.entries
+    }
+    /// The cut-out in `row`.
+    pub fn entry(&self, row: u32) -> &Entry {
+        &self.header.entries[row as usize]
+    }
+    /// The row of an id.
+    pub fn row_of(&self, id: &str) -> Option<u32> {
+        self.header
+            .entries
+            .iter()
+            .position(|e| e.id == id)
+            .map(|i| i as u32)
+    }
+    /// Categories and their sizes.
+    pub fn categories(&self) -> Vec<(String, usize)> {
+        self.by_category
+            .iter()
+            .map(|(c, r)| (c.clone(), r.len()))
+            .collect()
+    }
+    /// Rows of a category (empty when unknown).
+    pub fn rows(&self, category: &str) -> &[u32] {
+        self.by_category
+            .get(category)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+    /// Patterns, in centroid row order.
+    pub fn patterns(&self) -> &[PatternInfo] {
+        &self.header.patterns
+    }
+    /// Rows of a pattern's members.
+    pub fn pattern_members(&self, pattern: usize) -> &[u32] {
+        &self.pattern_members[pattern]
+    }
+
+    /// The embedding in `row`, as f32.
+    pub fn embedding(&self, row: u32) -> Vec<f32> {
+        let mut out = vec![0f32; self.dim()];
+        self.read_row(row as usize, &mut out);
+        out
+    }
+
+    fn read_row(&self, row: usize, out: &mut [f32]) {
+        let d = self.dim();
+        let b = self.header.embeddings;
+        match self.header.dtype {
+            Dtype::F32 => {
+                let s = b.offset as usize + row * d * 4;
+                for (o, c) in out.iter_mut().zip(self.map[s..s + d * 4].chunks_exact(4)) {
+                    *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+                }
+            }
+            Dtype::F16 => {
+                let s = b.offset as usize + row * d * 2;
+                let bytes = &self.map[s..s + d * 2];
+                let halves: &[half::f16] = bytemuck::cast_slice(bytes);
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(halves, out);
+            }
+        }
+    }
+
+    fn centroid(&self, p: usize, out: &mut [f32]) {
+        let d = self.dim();
+        let s = self.header.centroids.offset as usize + p * d * 4;
+        for (o, c) in out.iter_mut().zip(self.map[s..s + d * 4].chunks_exact(4)) {
+            *o = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+        }
+    }
+
+    /// Cosine scores (dot products of unit vectors) of `query` with `rows`.
+    pub fn scores(&self, query: &[f32], rows: &[u32]) -> Vec<f32> {
+        let d = self.dim();
+        let one = |chunk: &[u32]| -> Vec<f32> {
+            let mut buf = vec![0f32; d];
+            chunk
+                .iter()
+                .map(|&r| {
+                    self.read_row(r as usize, &mut buf);
+                    dot(&buf, query)
+                })
+                .collect()
+        };
+        if rows.len() >= PARALLEL_ROWS {
+            rows.par_chunks(4096).flat_map_iter(one).collect()
+        } else {
+            one(rows)
+        }
+    }
+
+    fn check_query(&self, query: &[f32]) -> Result<(), IndexError> {
+        if query.len() != self.dim() {
+            return Err(IndexError::Invalid(format!(
+                "query embedding has {} values, the library {}",
+                query.len(),
+                self.dim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Unknown category: the error lists the ones there are.
+    fn check_category(&self, category: &str) -> Result<(), IndexError> {
+        if self.by_category.contains_key(category) {
+            return Ok(());
+        }
+        let known: Vec<String> = self
+            .by_category
+            .iter()
+            .map(|(c, n)| format!("{c} ({})", n.len()))
+            .collect();
+        Err(IndexError::Invalid(if known.is_empty() {
+            format!("the library {} is empty", self.path.display())
+        } else {
+            format!(
+                "no cut-outs of category {category:?} in the library; it has: {}",
+                known.join(", ")
+            )
+        }))
+    }
+
+    /// Exact top-`k` of a category by cosine similarity among the entries that
+    /// pass `keep`: `(row, score)`, best first (ties by row).
+    pub fn search(
+        &self,
+        category: &str,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<(u32, f32)>, IndexError> {
+        self.check_query(query)?;
+        self.check_category(category)?;
+        let rows: Vec<u32> = self
+            .rows(category)
+            .iter()
+            .copied()
+            .filter(|&r| keep(self.entry(r)))
+            .collect();
+        let scores = self.scores(query, &rows);
+        Ok(top_k(rows.into_iter().zip(scores).collect(), k))
+    }
+
+    /// The top-`p` patterns of a category by cosine similarity of the query with
+    /// their centroids: `(pattern index, score)`, best first.
+    pub fn search_patterns(
+        &self,
+        category: &str,
+        query: &[f32],
+        p: usize,
+    ) -> Result<Vec<(usize, f32)>, IndexError> {
+        self.check_query(query)?;
+        self.check_category(category)?;
+        let pats = self
+            .patterns_by_category
+            .get(category)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if pats.is_empty() {
+            return Err(IndexError::Invalid(format!(
+                "the library has no patterns for {category:?}; assign them with `fos dataset patterns` and rebuild the index"
+            )));
+        }
+        let mut buf = vec![0f32; self.dim()];
+        let scored: Vec<(u32, f32)> = pats
+            .iter()
+            .map(|&i| {
+                self.centroid(i as usize, &mut buf);
+                (i, dot(&buf, query))
+            })
+            .collect();
+        Ok(top_k(scored, p)
+            .into_iter()
+            .map(|(i, s)| (i as usize, s))
+            .collect())
+    }
+
+    /// All embeddings as f32, row-major (for rewriting the library).
+    pub fn all_embeddings(&self) -> Vec<f32> {
+        let d = self.dim();
+        let mut out = vec![0f32; self.len() * d];
+        for (r, chunk) in out.chunks_exact_mut(d).enumerate() {
+            self.read_row(r, chunk);
+        }
+        out
+    }
+}
+
+/// Dot product (the compiler vectorises the 8-wide accumulation).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The `k` best `(id, score)` pairs, best first, ties by id.
+pub fn top_k(mut v: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k < v.len() {
+        v.select_nth_unstable_by(k, cmp);
+        v.truncate(k);
+    }
+    v.sort_by(cmp);
+    v
+}
+
+/// The only writer of a library: holds `LIB.fos.lock` (an advisory file lock,
+/// released when the process ends, even by `kill -9`).
+pub struct LibraryWriter {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl LibraryWriter {
+    /// Takes the lock of `path`; another writer gets [`IndexError::Locked`].
+    pub fn lock(path: &Path) -> Result<Self, IndexError> {
+        let mut lp = path.as_os_str().to_os_string();
+        lp.push(".lock");
+        let lp = PathBuf::from(lp);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lp)
+            .map_err(|e| IndexError::Io {
+                path: lp.clone(),
+                source: e,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(LibraryWriter {
+                path: path.to_owned(),
+                _lock: file,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked(path.to_owned())),
+            Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io {
+                path: lp,
+                source: e,
+            }),
+        }
+    }
+
+    /// Writes a new library with these entries and f32 embeddings (row-major),
+    /// replacing any old one atomically.
+    pub fn write(
+        &self,
+        model: &str,
+        dim: usize,
+        dtype: Dtype,
+        entries: Vec<Entry>,
+        embeddings: &[f32],
+    ) -> Result<(), IndexError> {
+        if embeddings.len() != entries.len() * dim {
+            return Err(IndexError::Invalid(format!(
+                "{} entries but {} embedding values of size {dim}",
+                entries.len(),
+                embeddings.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &entries {
+            if !seen.insert(e.id.as_str()) {
+                return Err(IndexError::Invalid(format!("id {:?} given twice", e.id)));
+            }
+        }
+        let (patterns, centroids) = centroids(&entries, embeddings, dim);
+        let bytes = encode(model, dim, dtype, entries, embeddings, patterns, &centroids);
+        fos_image::atomic::write_atomic(&self.path, &bytes).map_err(|e| IndexError::Io {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    /// Adds entries to the existing library (same model required; ids must be
+    /// new). Returns the new size.
+    pub fn add(
+        &self,
+        model: &str,
+        entries: Vec<Entry>,
+        embeddings: &[f32],
+    ) -> Result<usize, IndexError> {
+        let old = Library::open(&self.path)?;
+        if old.model() != model {
+            return Err(IndexError::Invalid(format!(
+                "the library was made with model {}, these embeddings with {model}; rebuild it with `fos index build`",
+                old.model()
+            )));
+        }
+        if let Some(e) = entries.iter().find(|e| old.row_of(&e.id).is_some()) {
+            return Err(IndexError::Invalid(format!(
+                "id {:?} is already in the library; remove it first",
+                e.id
+            )));
+        }
+        let mut all = old.entries().to_vec();
+        let mut emb = old.all_embeddings();
+        all.extend(entries);
+        emb.extend_from_slice(embeddings);
+        let n = all.len();
+        self.write(model, old.dim(), old.dtype(), all, &emb)?;
+        Ok(n)
+    }
+
+    /// Removes entries by id; unknown ids are an error (nothing is changed).
+    /// Returns the new size.
+    pub fn remove(&self, ids: &[String]) -> Result<usize, IndexError> {
+        let old = Library::open(&self.path)?;
+        if let Some(id) = ids.iter().find(|id| old.row_of(id).is_none()) {
+            return Err(IndexError::Invalid(format!(
+                "no cut-out with id {id:?} in the library"
+            )));
+        }
+        let drop: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let d = old.dim();
+        let emb = old.all_embeddings();
+        let mut entries = Vec::new();
+        let mut kept = Vec::new();
+        for (i, e) in old.entries().iter().enumerate() {
+            if !drop.contains(e.id.as_str()) {
+                entries.push(e.clone());
+                kept.extend_from_slice(&emb[i * d..(i + 1) * d]);
+            }
+        }
+        let n = entries.len();
+        self.write(old.model(), d, old.dtype(), entries, &kept)?;
+        Ok(n)
+    }
+}
+
+/// Unit-length mean embedding of each (category, pattern).
+fn centroids(entries: &[Entry], emb: &[f32], dim: usize) -> (Vec<PatternInfo>, Vec<f32>) {
+    let mut groups: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(p) = &e.pattern {
+            groups
+                .entry((e.category.as_str(), p.as_str()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut infos = Vec::new();
+    let mut out = Vec::with_capacity(groups.len() * dim);
+    for ((c, p), rows) in groups {
+        let mut m = vec![0f32; dim];
+        for r in &rows {
+            m.iter_mut()
+                .zip(&emb[r * dim..(r + 1) * dim])
+                .for_each(|(a, v)| *a += v);
+        }
+        let n = m.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            m.iter_mut().for_each(|v| *v /= n);
+        }
+        out.extend(m);
+        infos.push(PatternInfo {
+            category: c.to_owned(),
+            pattern: p.to_owned(),
+            members: rows.len() as u32,
+        });
+    }
+    (infos, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn entry(id: &str, cat: &str, pat: Option<&str>) -> Entry {
+        Entry {
+            id: id.into(),
+            category: cat.into(),
+            path: format!("/x/{id}.png"),
+            aspect: 1.0,
+            pattern: pat.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn search_add_remove_patterns_and_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lib.fos");
+        let w = LibraryWriter::lock(&p).unwrap();
+        assert!(matches!(
+            LibraryWriter::lock(&p),
+            Err(IndexError::Locked(_))
+        ));
+        let emb: Vec<f32> = [
+            unit(&[1.0, 0.0, 0.0]),
+            unit(&[0.9, 0.1, 0.0]),
+            unit(&[0.0, 1.0, 0.0]),
+            unit(&[0.0, 0.0, 1.0]),
+        ]
+        .concat();
+        let entries = vec![
+            entry("a", "person", Some("p0")),
+            entry("b", "person", Some("p0")),
+            entry("c", "person", Some("p1")),
+            entry("d", "dog", None),
+        ];
+        w.write("m1", 3, Dtype::F16, entries, &emb).unwrap();
+        let lib = Library::open(&p).unwrap();
+        let hits = lib
+            .search("person", &unit(&[1.0, 0.05, 0.0]), 2, |_| true)
+            .unwrap();
+        assert_eq!(
+            hits.iter()
+                .map(|h| lib.entry(h.0).id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!((hits[0].1 - 0.99875).abs() < 2e-3);
+        let filtered = lib
+            .search("person", &unit(&[1.0, 0.0, 0.0]), 5, |e| e.id != "a")
+            .unwrap();
+        assert_eq!(filtered.len(), 2);
+        assert!(lib
+            .search("cat", &[1.0, 0.0, 0.0], 1, |_| true)
+            .unwrap_err()
+            .to_string()
+            .contains("person (3)"));
+        assert!(lib.search("person", &[1.0, 0.0], 1, |_| true).is_err());
+        let pats = lib
+            .search_patterns("person", &unit(&[0.0, 1.0, 0.0]), 2)
+            .unwrap();
+        assert_eq!(lib.patterns()[pats[0].0].pattern, "p1");
+        assert_eq!(lib.pattern_members(pats[1].0).len(), 2);
+        assert!(lib.search_patterns("dog", &[1.0, 0.0, 0.0], 1).is_err());
+        // add / remove
+        assert_eq!(
+            w.add("m1", vec![entry("e", "dog", None)], &unit(&[0.0, 0.0, 1.0]))
+                .unwrap(),
+            5
+        );
+        assert!(w
+            .add("m2", vec![entry("f", "dog", None)], &[0.0, 0.0, 1.0])
+            .unwrap_err()
+            .to_string()
+            .contains("model"));
+        assert!(w
+            .add("m1", vec![entry("a", "dog", None)], &[0.0, 0.0, 1.0])
+            .is_err());
+        assert_eq!(w.remove(&["a".into(), "e".into()]).unwrap(), 3);
+        assert!(w.remove(&["zzz".into()]).is_err());
+        let lib2 = Library::open(&p).unwrap();
+        assert_eq!(lib2.len(), 3);
+        assert_eq!(lib2.embedding(0).len(), 3);
+        // The earlier mapping still reads the old content (replaced by rename).
+        assert_eq!(lib.len(), 4);
+        drop(w);
+        assert!(LibraryWriter::lock(&p).is_ok());
+    }
+
+    #[test]
+    fn top_k_orders_and_breaks_ties() {
+        let v = vec![(3, 0.5), (1, 0.9), (2, 0.5), (0, 0.1)];
+        assert_eq!(top_k(v.clone(), 3), vec![(1, 0.9), (2, 0.5), (3, 0.5)]);
+        assert_eq!(top_k(v, 10).len(), 4);
+        assert!((dot(&[1.0; 19], &[2.0; 19]) - 38.0).abs() < 1e-5);
+    }
+}
