@@ -45,6 +45,8 @@ enum Command {
     Search(cmd::search::Args),
     /// Build, extend, shrink and inspect cut-out libraries.
     Index(cmd::index::Args),
+    /// Evaluate search with the published protocols (S-FOSD, patterns) against baselines.
+    Eval(cmd::eval::Args),
     /// Build foreground-search data sets from instance masks; assign patterns.
     Dataset(cmd::dataset::Args),
     /// Measure throughput.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a, &ctx),
         Command::Dataset(a) => cmd::dataset::run(a, &ctx),
         Command::Demo(a) => cmd::demo::run(a, &ctx),
+        Command::Eval(a) => cmd::eval::run(a, &ctx),
         Command::Search(a) => cmd::search::run(a, &ctx),
         Command::Index(a) => cmd::index::run(a, &ctx),
     };

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod classify;
 pub mod dataset;
 pub mod demo;
+pub mod eval;
 pub mod index;
 pub mod search;
 pub mod weights;
