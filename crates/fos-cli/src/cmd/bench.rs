@@ -12,7 +12,8 @@ use fos_model::backbone::{batch, Backbone, BackboneKind};
 #[command(after_help = "\
 Examples:
   fos bench backbone --threads 2
-  fos bench backbone --backbone efficientnet-lite2 --batches 1,32 --json")]
+  fos bench backbone --backbone efficientnet-lite2 --batches 1,32 --json
+  fos bench search --sizes 1000,100000,1000000 --threads 2")]
 pub struct Args {
     #[command(subcommand)]
     what: What,
@@ -20,6 +21,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 enum What {
+    /// End-to-end search latency over synthetic libraries of several sizes.
+    Search(super::bench_search::SearchArgs),
     /// Backbone forward throughput (images/s) at several batch sizes.
     Backbone {
         /// Backbone to measure.
@@ -43,7 +46,7 @@ enum What {
     },
 }
 
-pub fn run(args: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let What::Backbone {
         backbone,
         batches,
@@ -51,7 +54,11 @@ pub fn run(args: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
         images,
         synthetic,
         json,
-    } = args.what;
+    } = args.what
+    else {
+        let What::Search(a) = args.what else { unreachable!("the other variant") };
+        return super::bench_search::run(a, ctx);
+    };
     let device = fos_model::device();
     let net = if synthetic {
         Backbone::from_weights(backbone, &Backbone::synthetic_weights(backbone, 0), &device)?

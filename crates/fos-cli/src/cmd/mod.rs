@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_search;
 pub mod classify;
 pub mod dataset;
 pub mod demo;

@@ -1,0 +1,143 @@
+//! `fos bench search`: end-to-end query latency (decode, crop + backbone,
+//! exact search) over libraries of synthetic embeddings of several sizes.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args as ClapArgs;
+use fos_image::compose::Rect;
+use fos_index::{Dtype, Entry, Library, LibraryWriter};
+use fos_model::backbone::{Backbone, BackboneKind};
+use fos_model::embed::{Encoder, PretrainedEncoder};
+use rand::{Rng, SeedableRng};
+
+/// Arguments of `fos bench search`.
+#[derive(ClapArgs, Debug)]
+pub struct SearchArgs {
+    /// Library sizes (cut-outs), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+    sizes: Vec<usize>,
+    /// Embedding size.
+    #[arg(long, default_value_t = 1280)]
+    dim: usize,
+    /// Queries timed per size.
+    #[arg(long, default_value_t = 30)]
+    queries: usize,
+    /// The background photo (default: a coco-sample photo, else a generated one).
+    #[arg(long)]
+    background: Option<PathBuf>,
+    /// Use random backbone weights (same speed) instead of the installed ones.
+    #[arg(long)]
+    synthetic: bool,
+    /// Where the synthetic libraries are written (default: a temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::ExitCode> {
+    let kind = BackboneKind::EfficientNetLite0;
+    let device = fos_model::device();
+    let enc = if a.synthetic {
+        PretrainedEncoder::new(Backbone::from_weights(kind, &Backbone::synthetic_weights(kind, 0), &device)?, device)
+    } else {
+        PretrainedEncoder::load(kind, device).context("use --synthetic to time random weights")?
+    };
+    let bg_bytes = match &a.background {
+        Some(p) => std::fs::read(p).with_context(|| p.display().to_string())?,
+        None => {
+            let p = PathBuf::from("../shared/data/coco-sample/images/val2017/000000001818.jpg");
+            std::fs::read(&p).or_else(|_| {
+                let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 90]));
+                fos_image::encode::jpeg(&img, 90)
+            })?
+        }
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for &n in &a.sizes {
+        let path = dir.join(format!("bench-{n}x{}.fos", a.dim));
+        let t = Instant::now();
+        let pb = super::spinner(&format!("writing a library of {n} random embeddings"));
+        {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
+            let mut emb = vec![0f32; n * a.dim];
+            for row in emb.chunks_exact_mut(a.dim) {
+                row.iter_mut().for_each(|v| *v = rng.random::<f32>() - 0.5);
+                fos_model::embed::l2_normalize(row);
+            }
+            let entries: Vec<Entry> = (0..n)
+                .map(|i| Entry { id: format!("c{i}"), category: "person".into(), path: format!("/bench/c{i}.png"), aspect: 0.5, pattern: None })
+                .collect();
+            LibraryWriter::lock(&path)?.write("bench", a.dim, Dtype::F16, entries, &emb)?;
+        }
+        pb.finish_and_clear();
+        let write_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let lib = Library::open(&path)?;
+        let open_s = t.elapsed().as_secs_f64();
+        let (mut dec, mut crop, mut search, mut total) = (vec![], vec![], vec![], vec![]);
+        let pb = super::progress(a.queries as u64, &format!("{n} cut-outs"));
+        for q in 0..a.queries + 1 {
+            let t0 = Instant::now();
+            let bg = fos_image::decode::decode_bytes(&bg_bytes, std::path::Path::new("background"), &ctx.decode)?.to_rgb8();
+            let t1 = Instant::now();
+            let rect = Rect { x: bg.width() as f64 * 0.4, y: bg.height() as f64 * 0.3, w: bg.width() as f64 * 0.15, h: bg.height() as f64 * 0.5 };
+            let mut v = enc.query(&bg, rect)?;
+            v.resize(a.dim, 0.0);
+            fos_model::embed::l2_normalize(&mut v);
+            let t2 = Instant::now();
+            let hits = lib.search("person", &v, 10, |_| true)?;
+            let t3 = Instant::now();
+            assert_eq!(hits.len(), 10.min(n));
+            if q > 0 {
+                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+                dec.push(ms(t0, t1));
+                crop.push(ms(t1, t2));
+                search.push(ms(t2, t3));
+                total.push(ms(t0, t3));
+                pb.inc(1);
+            }
+        }
+        pb.finish_and_clear();
+        let bytes = std::fs::metadata(&path)?.len();
+        if a.dir.is_none() {
+            std::fs::remove_file(&path)?;
+        }
+        rows.push(serde_json::json!({
+            "cutouts": n, "dim": a.dim, "dtype": "f16", "file_mb": bytes as f64 / 1e6,
+            "write_s": write_s, "open_verify_s": open_s,
+            "decode_ms_p50": pct(&mut dec, 0.5), "encode_ms_p50": pct(&mut crop, 0.5),
+            "search_ms_p50": pct(&mut search.clone(), 0.5), "search_ms_p99": pct(&mut search, 0.99),
+            "total_ms_p50": pct(&mut total.clone(), 0.5), "total_ms_p99": pct(&mut total, 0.99),
+        }));
+    }
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!("{}", serde_json::json!({"threads": threads, "queries": a.queries, "synthetic_weights": a.synthetic, "sizes": rows}));
+    } else {
+        println!("end-to-end query latency, {threads} threads, {} queries per size, EfficientNet-Lite0 224, exact top-10 over f16 embeddings\n", a.queries);
+        println!("| cut-outs | file MB | open+verify s | decode p50 ms | crop+backbone p50 ms | search p50 ms | search p99 ms | total p50 ms | total p99 ms |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                r["cutouts"], r["file_mb"].as_f64().unwrap_or(0.0), r["open_verify_s"].as_f64().unwrap_or(0.0),
+                r["decode_ms_p50"].as_f64().unwrap_or(0.0), r["encode_ms_p50"].as_f64().unwrap_or(0.0),
+                r["search_ms_p50"].as_f64().unwrap_or(0.0), r["search_ms_p99"].as_f64().unwrap_or(0.0),
+                r["total_ms_p50"].as_f64().unwrap_or(0.0), r["total_ms_p99"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
