@@ -9,13 +9,14 @@ use fos_image::decode::DecodeOptions;
 use image::{GrayImage, RgbaImage};
 use rayon::prelude::*;
 
-use crate::build::{check_out, partial_dir, prepare_partial, publish, BuildReport};
+use crate::build::BuildReport;
 use crate::filter::DropReason;
 use crate::manifest::{
     sanitize, write_dataset, CategoryCount, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
 };
 use crate::mask::Mask;
 use crate::split::SplitSpec;
+use crate::stage::{check_out, partial_dir, prepare_partial, publish};
 use crate::{DataError, Progress};
 
 /// One cut-out file found in the folder.
@@ -264,6 +265,7 @@ fn one(
         background: None,
         hole: None,
         area: mask.area(),
+        fg_size: Some([b.w, b.h]),
         truncated: vec![],
     })
 }

@@ -8,8 +8,10 @@
 //! * [`inpaint`]: Telea fast-marching inpainting of the removed object.
 //! * [`split`]: deterministic splits by source photo.
 //! * [`build`]: the `fos dataset build` pipeline (atomic, resumable).
+//! * [`stage`]: build in `OUT.partial`, resume, publish by rename.
 //! * [`manifest`]: the on-disk format (`dataset.json` + `manifest.jsonl`).
 //! * [`folder`]: a folder of cut-outs (PNG with alpha, or JPEG + mask).
+//! * [`fosd`]: the S-FOSD / R-FOSD layout, with R-FOSD labels kept for evaluation.
 //! * [`patterns`]: interchangeable-foreground patterns from labels or clustering.
 //!
 //! ```no_run
@@ -27,11 +29,13 @@ pub mod build;
 pub mod coco;
 pub mod filter;
 pub mod folder;
+pub mod fosd;
 pub mod inpaint;
 pub mod manifest;
 pub mod mask;
 pub mod patterns;
 pub mod split;
+pub mod stage;
 
 use std::path::{Path, PathBuf};
 

@@ -44,16 +44,20 @@ pub struct Record {
     pub hole: Option<String>,
     /// Mask area in pixels.
     pub area: u64,
+    /// The cut-out's `[width, height]` (its tight box).
+    #[serde(default)]
+    pub fg_size: Option<[u32; 2]>,
     /// Photo sides the instance touches (`left`, `top`, `right`, `bottom`).
     #[serde(default)]
     pub truncated: Vec<String>,
 }
 
 impl Record {
-    /// Width / height of the cut-out's box (1 when unknown).
+    /// Width / height of the cut-out (of its box in the photo when the size
+    /// is not recorded; 1 when neither is known).
     pub fn aspect(&self) -> f64 {
-        match self.bbox {
-            Some([_, _, w, h]) if h > 0 => w as f64 / h as f64,
+        match (self.fg_size, self.bbox) {
+            (Some([w, h]), _) | (None, Some([_, _, w, h])) if h > 0 => w as f64 / h as f64,
             _ => 1.0,
         }
     }

@@ -239,6 +239,7 @@ mod tests {
             background: None,
             hole: None,
             area: 100,
+            fg_size: None,
             truncated: vec![],
         }
     }

@@ -11,13 +11,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::EvalError;
 
-/// One query of an evaluation: a background, a rectangle, a category.
-pub struct Case<'a> {
+/// One query of an evaluation: a background and a rectangle.
+pub struct Case {
     /// Index of the query (seeds per-query randomness).
     pub index: usize,
-    /// The record whose background is the query.
-    pub record: &'a Record,
-    /// The query rectangle (the record's box, possibly jittered).
+    /// The background photo.
+    pub background: std::path::PathBuf,
+    /// The query rectangle.
     pub rect: Rect,
 }
 
@@ -142,12 +142,8 @@ impl Method for Embedding {
         case: &Case,
         pool: &[&Record],
     ) -> Result<Vec<f32>, EvalError> {
-        let bg_rel = case
-            .record
-            .background
-            .as_deref()
-            .ok_or_else(|| EvalError::Setup(format!("{} has no background", case.record.id)))?;
-        let bg = fos_image::decode::load_rgb(&ds.path(bg_rel), &self.decode)?;
+        let _ = ds;
+        let bg = fos_image::decode::load_rgb(&case.background, &self.decode)?;
         let q = self.encoder.query(&bg, case.rect)?;
         Ok(pool
             .iter()

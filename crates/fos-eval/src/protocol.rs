@@ -20,6 +20,9 @@ pub enum Protocol {
     Sfosd,
     /// Every cut-out of the own cut-out's pattern is an answer (mAP).
     Patterns,
+    /// Human labels (FOSD test_set2.json): mAP, mAP@20, Precision@K, averaged
+    /// per category, then over categories.
+    Rfosd,
 }
 
 /// Settings of an evaluation.
@@ -62,6 +65,10 @@ pub struct Tally {
     pub hits: [usize; 4],
     /// Sum of average precisions.
     pub ap_sum: f64,
+    /// Sum of average precisions over the top 20 (R-FOSD).
+    pub ap20_sum: f64,
+    /// Sums of precision at 1, 5, 10, 20 (R-FOSD).
+    pub prec_sum: [f64; 4],
 }
 
 /// The K of Recall@K.
@@ -76,9 +83,21 @@ impl Tally {
     pub fn map(&self) -> f64 {
         self.ap_sum / self.queries.max(1) as f64
     }
+    /// Mean AP@20.
+    pub fn map20(&self) -> f64 {
+        self.ap20_sum / self.queries.max(1) as f64
+    }
+    /// Mean precision at `KS[i]`.
+    pub fn precision(&self, i: usize) -> f64 {
+        self.prec_sum[i] / self.queries.max(1) as f64
+    }
     fn add(&mut self, o: &Tally) {
         self.queries += o.queries;
         self.ap_sum += o.ap_sum;
+        self.ap20_sum += o.ap20_sum;
+        for i in 0..4 {
+            self.prec_sum[i] += o.prec_sum[i];
+        }
         for i in 0..4 {
             self.hits[i] += o.hits[i];
         }
@@ -101,6 +120,25 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// R-FOSD's overall figures: the mean over categories of each
+    /// category's mean (as a tally of one query per category).
+    pub fn macro_overall(&self, m: usize) -> Tally {
+        let mut t = Tally::default();
+        for (_, ts) in self.categories.values() {
+            let c = &ts[m];
+            if c.queries == 0 {
+                continue;
+            }
+            t.queries += 1;
+            t.ap_sum += c.map();
+            t.ap20_sum += c.map20();
+            for i in 0..4 {
+                t.prec_sum[i] += c.precision(i);
+            }
+        }
+        t
+    }
+
     /// All queries of a method (micro average over categories).
     pub fn overall(&self, m: usize) -> Tally {
         let mut t = Tally::default();
@@ -177,6 +215,9 @@ pub fn evaluate(
     opts: &EvalOptions,
     progress: &dyn Progress,
 ) -> Result<EvalReport, EvalError> {
+    if opts.protocol == Protocol::Rfosd {
+        return evaluate_rfosd(ds, methods, opts, progress);
+    }
     let mut by_cat: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for r in ds.split(&opts.split) {
         by_cat.entry(r.category.as_str()).or_default().push(r);
@@ -226,9 +267,10 @@ pub fn evaluate(
             let mut rng = ChaCha8Rng::seed_from_u64(
                 opts.seed ^ (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
             );
+            let background = ds.path(r.background.as_deref().expect("checked above"));
             let case = Case {
                 index,
-                record: r,
+                background,
                 rect: jitter(r, opts.box_jitter, &mut rng),
             };
             index += 1;
@@ -246,6 +288,7 @@ pub fn evaluate(
                 }
                 t.ap_sum += match opts.protocol {
                     Protocol::Sfosd => 1.0 / rank as f64,
+                    Protocol::Rfosd => unreachable!("evaluate_rfosd"),
                     Protocol::Patterns => {
                         let rel: Vec<bool> = order
                             .iter()
@@ -273,6 +316,115 @@ pub fn evaluate(
     })
 }
 
+/// AP over the top `k` of a ranking: the sum of precisions at the relevant
+/// items within the top `k`, divided by min(relevant, k).
+pub fn average_precision_at(relevant: &[bool], k: usize) -> f64 {
+    let total = relevant.iter().filter(|&&r| r).count().min(k);
+    if total == 0 {
+        return 0.0;
+    }
+    let mut hits = 0usize;
+    let mut sum = 0.0;
+    for (i, &r) in relevant.iter().take(k).enumerate() {
+        if r {
+            hits += 1;
+            sum += hits as f64 / (i + 1) as f64;
+        }
+    }
+    sum / total as f64
+}
+
+/// R-FOSD: every labelled cut-out of the query's category is a candidate,
+/// those whose aspect ratio differs from the box's by a factor of 1.2 or more
+/// are dropped (as the released evaluator does), positives are the cut-outs
+/// people marked compatible. Queries with no positive left are skipped.
+fn evaluate_rfosd(
+    ds: &Dataset,
+    methods: &mut [Box<dyn Method>],
+    _opts: &EvalOptions,
+    progress: &dyn Progress,
+) -> Result<EvalReport, EvalError> {
+    let queries = fos_data::fosd::read_rfosd(&ds.root)?.ok_or_else(|| {
+        EvalError::Setup(format!(
+            "{} has no human labels (rfosd.json); build the data set from a FOSD folder with `fos dataset build --fosd DIR`",
+            ds.root.display()
+        ))
+    })?;
+    let by_id: std::collections::HashMap<&str, &Record> =
+        ds.records.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let all_pool: Vec<&Record> = queries
+        .iter()
+        .flat_map(|q| q.labels.keys())
+        .filter_map(|id| by_id.get(id.as_str()).copied())
+        .filter(|r| seen.insert(r.id.as_str()))
+        .collect();
+    for m in methods.iter_mut() {
+        m.prepare(ds, &all_pool)?;
+    }
+    progress.start((queries.len() * methods.len()) as u64);
+    let mut categories: BTreeMap<String, (usize, Vec<Tally>)> = BTreeMap::new();
+    for (index, q) in queries.iter().enumerate() {
+        let [x, y, w, h] = q.bbox.map(|v| v as f64);
+        let box_aspect = w / h.max(1.0);
+        let pool: Vec<&Record> = q
+            .labels
+            .keys()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .filter(|r| {
+                let ratio = r.aspect() / box_aspect;
+                ratio.max(1.0 / ratio) < 1.2
+            })
+            .collect();
+        let positives: Vec<bool> = pool
+            .iter()
+            .map(|r| q.labels.get(&r.id) == Some(&1))
+            .collect();
+        if !positives.iter().any(|&p| p) {
+            progress.inc(methods.len() as u64);
+            continue;
+        }
+        let case = Case {
+            index,
+            background: ds.path(&q.background),
+            rect: Rect { x, y, w, h },
+        };
+        let entry = categories
+            .entry(q.category.clone())
+            .or_insert_with(|| (0, vec![Tally::default(); methods.len()]));
+        entry.0 = entry.0.max(pool.len());
+        for (m, t) in methods.iter_mut().zip(entry.1.iter_mut()) {
+            let scores = m.scores(ds, &case, &pool)?;
+            // Ties broken by pool order (no answer to be pessimistic about).
+            let order = ranking(&scores, usize::MAX);
+            let rel: Vec<bool> = order.iter().map(|&i| positives[i]).collect();
+            t.queries += 1;
+            t.ap_sum += average_precision(&rel);
+            t.ap20_sum += average_precision_at(&rel, 20);
+            for (p, k) in t.prec_sum.iter_mut().zip(KS) {
+                *p += rel.iter().take(k).filter(|&&r| r).count() as f64 / k as f64;
+            }
+            for (hh, k) in t.hits.iter_mut().zip(KS) {
+                *hh += rel.iter().take(k).any(|&r| r) as usize;
+            }
+            progress.inc(1);
+        }
+    }
+    progress.finish();
+    if categories.is_empty() {
+        return Err(EvalError::Setup(
+            "no R-FOSD query has a compatible cut-out left after the aspect-ratio filter".into(),
+        ));
+    }
+    Ok(EvalReport {
+        protocol: Protocol::Rfosd,
+        split: "test".into(),
+        box_jitter: 0.0,
+        methods: methods.iter().map(|m| m.name()).collect(),
+        categories,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +438,16 @@ mod tests {
         );
         assert_eq!(average_precision(&[false, false]), 0.0);
         assert!((average_precision(&[false, true]) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ap_at_20_and_precision_by_hand() {
+        let mut rel = vec![false; 30];
+        rel[0] = true;
+        rel[25] = true;
+        // Within the top 20 only rank 1 is relevant: 1 / min(2, 20).
+        assert!((average_precision_at(&rel, 20) - 0.5).abs() < 1e-12);
+        assert!((average_precision(&rel) - (1.0 + 2.0 / 26.0) / 2.0).abs() < 1e-12);
     }
 
     #[test]

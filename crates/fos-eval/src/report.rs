@@ -12,6 +12,17 @@ use crate::EvalError;
 pub fn json(r: &EvalReport) -> serde_json::Value {
     let mut methods = serde_json::Map::new();
     for (i, m) in r.methods.iter().enumerate() {
+        if r.protocol == Protocol::Rfosd {
+            let t = r.macro_overall(i);
+            methods.insert(
+                m.clone(),
+                serde_json::json!({
+                    "map": t.map(), "map@20": t.map20(), "precision@1": t.precision(0),
+                    "precision@5": t.precision(1), "precision@10": t.precision(2), "precision@20": t.precision(3),
+                }),
+            );
+            continue;
+        }
         let t = r.overall(i);
         methods.insert(
             m.clone(),
@@ -31,14 +42,35 @@ fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Sfosd => "S-FOSD",
         Protocol::Patterns => "Pattern",
+        Protocol::Rfosd => "R-FOSD",
     }
 }
 
 /// The overall table in markdown.
 pub fn markdown(r: &EvalReport) -> String {
+    if r.protocol == Protocol::Rfosd {
+        let mut s = format!(
+            "R-FOSD protocol, {} queries in {} categories (averaged per category, then over categories)\n\n| method | mAP | mAP@20 | P@1 | P@5 | P@10 | P@20 |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            r.queries(),
+            r.categories.len()
+        );
+        for (i, m) in r.methods.iter().enumerate() {
+            let t = r.macro_overall(i);
+            s.push_str(&format!(
+                "| {m} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+                t.map(),
+                t.map20(),
+                t.precision(0),
+                t.precision(1),
+                t.precision(2),
+                t.precision(3)
+            ));
+        }
+        return s;
+    }
     let map_name = match r.protocol {
         Protocol::Sfosd => "mAP (= MRR)",
-        Protocol::Patterns => "mAP (pattern-mates)",
+        Protocol::Patterns | Protocol::Rfosd => "mAP (pattern-mates)",
     };
     let mut s = format!(
         "{} protocol, split `{}`, {} queries in {} categories, box jitter {}\n\n| method | R@1 | R@5 | R@10 | R@20 | {map_name} |\n|---|---:|---:|---:|---:|---:|\n",
@@ -133,7 +165,11 @@ fn rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: [u8; 3]) {
 
 /// A grouped bar chart: R@1/5/10/20 and mAP, one bar per method.
 pub fn chart(r: &EvalReport) -> RgbImage {
-    let metrics = ["R@1", "R@5", "R@10", "R@20", "mAP"];
+    let metrics = if r.protocol == Protocol::Rfosd {
+        ["P@1", "P@5", "P@10", "P@20", "mAP"]
+    } else {
+        ["R@1", "R@5", "R@10", "R@20", "mAP"]
+    };
     let n = r.methods.len().max(1) as u32;
     let (bar, gap, plot_h, left, top) = (22u32, 30u32, 300u32, 50u32, 40u32);
     let group = n * bar + gap;
@@ -169,7 +205,12 @@ pub fn chart(r: &EvalReport) -> RgbImage {
         let gx = left + gap / 2 + gi as u32 * group;
         for (mi, _) in r.methods.iter().enumerate() {
             let t = r.overall(mi);
-            let v = if gi < 4 { t.recall(gi) } else { t.map() };
+            let v = match (r.protocol, gi) {
+                (Protocol::Rfosd, 4) => r.macro_overall(mi).map(),
+                (Protocol::Rfosd, g) => r.macro_overall(mi).precision(g),
+                (_, 4) => t.map(),
+                (_, g) => t.recall(g),
+            };
             let bh = (v.clamp(0.0, 1.0) * plot_h as f64).round() as u32;
             rect(
                 &mut img,

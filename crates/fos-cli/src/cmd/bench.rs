@@ -56,7 +56,9 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         json,
     } = args.what
     else {
-        let What::Search(a) = args.what else { unreachable!("the other variant") };
+        let What::Search(a) = args.what else {
+            unreachable!("the other variant")
+        };
         return super::bench_search::run(a, ctx);
     };
     let device = fos_model::device();

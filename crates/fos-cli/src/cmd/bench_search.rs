@@ -47,7 +47,10 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
     let kind = BackboneKind::EfficientNetLite0;
     let device = fos_model::device();
     let enc = if a.synthetic {
-        PretrainedEncoder::new(Backbone::from_weights(kind, &Backbone::synthetic_weights(kind, 0), &device)?, device)
+        PretrainedEncoder::new(
+            Backbone::from_weights(kind, &Backbone::synthetic_weights(kind, 0), &device)?,
+            device,
+        )
     } else {
         PretrainedEncoder::load(kind, device).context("use --synthetic to time random weights")?
     };
@@ -56,7 +59,9 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
         None => {
             let p = PathBuf::from("../shared/data/coco-sample/images/val2017/000000001818.jpg");
             std::fs::read(&p).or_else(|_| {
-                let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x / 3) as u8, (y / 2) as u8, 90]));
+                let img = image::RgbImage::from_fn(640, 480, |x, y| {
+                    image::Rgb([(x / 3) as u8, (y / 2) as u8, 90])
+                });
                 fos_image::encode::jpeg(&img, 90)
             })?
         }
@@ -77,7 +82,13 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                 fos_model::embed::l2_normalize(row);
             }
             let entries: Vec<Entry> = (0..n)
-                .map(|i| Entry { id: format!("c{i}"), category: "person".into(), path: format!("/bench/c{i}.png"), aspect: 0.5, pattern: None })
+                .map(|i| Entry {
+                    id: format!("c{i}"),
+                    category: "person".into(),
+                    path: format!("/bench/c{i}.png"),
+                    aspect: 0.5,
+                    pattern: None,
+                })
                 .collect();
             LibraryWriter::lock(&path)?.write("bench", a.dim, Dtype::F16, entries, &emb)?;
         }
@@ -90,9 +101,19 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
         let pb = super::progress(a.queries as u64, &format!("{n} cut-outs"));
         for q in 0..a.queries + 1 {
             let t0 = Instant::now();
-            let bg = fos_image::decode::decode_bytes(&bg_bytes, std::path::Path::new("background"), &ctx.decode)?.to_rgb8();
+            let bg = fos_image::decode::decode_bytes(
+                &bg_bytes,
+                std::path::Path::new("background"),
+                &ctx.decode,
+            )?
+            .to_rgb8();
             let t1 = Instant::now();
-            let rect = Rect { x: bg.width() as f64 * 0.4, y: bg.height() as f64 * 0.3, w: bg.width() as f64 * 0.15, h: bg.height() as f64 * 0.5 };
+            let rect = Rect {
+                x: bg.width() as f64 * 0.4,
+                y: bg.height() as f64 * 0.3,
+                w: bg.width() as f64 * 0.15,
+                h: bg.height() as f64 * 0.5,
+            };
             let mut v = enc.query(&bg, rect)?;
             v.resize(a.dim, 0.0);
             fos_model::embed::l2_normalize(&mut v);
@@ -124,7 +145,10 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
     }
     let threads = rayon::current_num_threads();
     if a.json {
-        println!("{}", serde_json::json!({"threads": threads, "queries": a.queries, "synthetic_weights": a.synthetic, "sizes": rows}));
+        println!(
+            "{}",
+            serde_json::json!({"threads": threads, "queries": a.queries, "synthetic_weights": a.synthetic, "sizes": rows})
+        );
     } else {
         println!("end-to-end query latency, {threads} threads, {} queries per size, EfficientNet-Lite0 224, exact top-10 over f16 embeddings\n", a.queries);
         println!("| cut-outs | file MB | open+verify s | decode p50 ms | crop+backbone p50 ms | search p50 ms | search p99 ms | total p50 ms | total p99 ms |");
@@ -132,10 +156,15 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
         for r in &rows {
             println!(
                 "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
-                r["cutouts"], r["file_mb"].as_f64().unwrap_or(0.0), r["open_verify_s"].as_f64().unwrap_or(0.0),
-                r["decode_ms_p50"].as_f64().unwrap_or(0.0), r["encode_ms_p50"].as_f64().unwrap_or(0.0),
-                r["search_ms_p50"].as_f64().unwrap_or(0.0), r["search_ms_p99"].as_f64().unwrap_or(0.0),
-                r["total_ms_p50"].as_f64().unwrap_or(0.0), r["total_ms_p99"].as_f64().unwrap_or(0.0)
+                r["cutouts"],
+                r["file_mb"].as_f64().unwrap_or(0.0),
+                r["open_verify_s"].as_f64().unwrap_or(0.0),
+                r["decode_ms_p50"].as_f64().unwrap_or(0.0),
+                r["encode_ms_p50"].as_f64().unwrap_or(0.0),
+                r["search_ms_p50"].as_f64().unwrap_or(0.0),
+                r["search_ms_p99"].as_f64().unwrap_or(0.0),
+                r["total_ms_p50"].as_f64().unwrap_or(0.0),
+                r["total_ms_p99"].as_f64().unwrap_or(0.0)
             );
         }
     }

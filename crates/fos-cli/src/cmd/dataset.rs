@@ -19,7 +19,7 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build a data set from COCO annotations or a folder of cut-outs.
+    /// Build a data set from COCO annotations, a FOSD folder or a folder of cut-outs.
     Build(BuildArgs),
     /// Assign patterns (groups of interchangeable foregrounds) from labels or by clustering.
     Patterns(PatternArgs),
@@ -80,6 +80,7 @@ Examples:
     --out data/coco-sample
   fos dataset build --coco instances.json --images imgs --out data/people --categories person
   fos dataset build --coco foreign.json --images imgs --out data/foreign --splits test=1
+  fos dataset build --fosd ~/FOSD --out data/fosd
 
 Each --coco goes with the --images folder given in the same position.
 The data set is written to OUT.partial and renamed to OUT when complete; if
@@ -88,6 +89,9 @@ pub struct BuildArgs {
     /// A folder of cut-outs, DIR/CATEGORY/NAME.png (alpha) or NAME.jpg + NAME.mask.png.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["coco", "images"])]
     foregrounds: Option<PathBuf>,
+    /// A data set in the FOSD layout (train/, test/ with labels/ inside).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["coco", "images", "foregrounds"])]
+    fosd: Option<PathBuf>,
     /// COCO instance annotation file (repeatable).
     #[arg(long, value_name = "ANNOTATIONS.json")]
     coco: Vec<PathBuf>,
@@ -149,6 +153,13 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
 }
 
 fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.fosd {
+        let bar = super::Bar::new("cut-outs");
+        let report = fos_data::fosd::build_fosd(dir, &a.out, &ctx.decode, a.force, &bar)
+            .with_context(|| format!("building {}", a.out.display()))?;
+        print_report(&report, &a.out, a.json);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(dir) = &a.foregrounds {
         let splits: SplitSpec = a.splits.parse()?;
         let bar = super::Bar::new("cut-outs");

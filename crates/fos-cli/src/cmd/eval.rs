@@ -72,10 +72,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let protocol = match a.protocol {
         ProtocolArg::Sfosd => Protocol::Sfosd,
         ProtocolArg::Patterns => Protocol::Patterns,
-        ProtocolArg::Rfosd => bail!(
-            "the R-FOSD protocol needs human compatibility labels (FOSD test_set2.json); {} has none (reading FOSD data sets is not done yet)",
-            a.dataset.display()
-        ),
+        ProtocolArg::Rfosd => Protocol::Rfosd,
     };
     if !(0.0..1.0).contains(&a.box_jitter) {
         bail!("--box-jitter {} must be in [0, 1)", a.box_jitter);

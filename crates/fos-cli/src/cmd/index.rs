@@ -142,9 +142,9 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
 pub fn entry_of(ds: &Dataset, r: &Record) -> anyhow::Result<Entry> {
     let path = ds.path(&r.foreground);
     let path = std::fs::canonicalize(&path).with_context(|| format!("cut-out of {}", r.id))?;
-    let aspect = match r.bbox {
-        Some(_) => r.aspect() as f32,
-        None => {
+    let aspect = match (r.fg_size, r.bbox) {
+        (Some(_), _) | (_, Some(_)) => r.aspect() as f32,
+        (None, None) => {
             let (w, h) =
                 image::image_dimensions(&path).with_context(|| format!("{}", path.display()))?;
             w as f32 / h.max(1) as f32
