@@ -29,6 +29,7 @@ Examples:
   fos demo
   fos search --background park.jpg --box 100,80,60,150 --category person --json
   fos index build --dataset data/coco --split test --out lib.fos
+  fos serve --addr 127.0.0.1:8080
   fos weights fetch efficientnet-lite0
   fos classify photo.jpg --json
   fos bench backbone --batches 1,8,32 --threads 2";
@@ -43,6 +44,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Find the cut-outs that fit a rectangle in a background photo.
     Search(cmd::search::Args),
+    /// Serve the search API and the web page over HTTP.
+    Serve(cmd::serve::Args),
     /// Build, extend, shrink and inspect cut-out libraries.
     Index(cmd::index::Args),
     /// Evaluate search with the published protocols (S-FOSD, patterns) against baselines.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a, &ctx),
         Command::Search(a) => cmd::search::run(a, &ctx),
         Command::Index(a) => cmd::index::run(a, &ctx),
+        Command::Serve(a) => cmd::serve::run(a, &ctx),
     };
     match result {
         Ok(code) => code,

@@ -3,13 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{assert_clean_error, fos, shared, skip, stdout};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{assert_clean_error, fos, s, shared, skip, stdout};
 
 #[test]
 fn reads_the_fosd_layout_and_evaluates_rfosd() {

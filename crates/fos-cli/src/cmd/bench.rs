@@ -13,7 +13,8 @@ use fos_model::backbone::{batch, Backbone, BackboneKind};
 Examples:
   fos bench backbone --threads 2
   fos bench backbone --backbone efficientnet-lite2 --batches 1,32 --json
-  fos bench search --sizes 1000,100000,1000000 --threads 2")]
+  fos bench search --sizes 1000,100000,1000000 --threads 2
+  fos bench http --addr 127.0.0.1:8080 --clients 100 --seconds 30 --background photo.jpg")]
 pub struct Args {
     #[command(subcommand)]
     what: What,
@@ -23,6 +24,8 @@ pub struct Args {
 enum What {
     /// End-to-end search latency over synthetic libraries of several sizes.
     Search(super::bench_search::SearchArgs),
+    /// Load test of a running `fos serve` (many concurrent clients).
+    Http(super::bench_http::HttpArgs),
     /// Backbone forward throughput (images/s) at several batch sizes.
     Backbone {
         /// Backbone to measure.
@@ -56,10 +59,11 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         json,
     } = args.what
     else {
-        let What::Search(a) = args.what else {
-            unreachable!("the other variant")
+        return match args.what {
+            What::Search(a) => super::bench_search::run(a, ctx),
+            What::Http(a) => super::bench_http::run(a),
+            What::Backbone { .. } => unreachable!("matched above"),
         };
-        return super::bench_search::run(a, ctx);
     };
     let device = fos_model::device();
     let net = if synthetic {

@@ -30,7 +30,8 @@ pub struct SearchArgs {
     /// Use random backbone weights (same speed) instead of the installed ones.
     #[arg(long)]
     synthetic: bool,
-    /// Where the synthetic libraries are written (default: a temporary folder).
+    /// Keep the synthetic libraries in this folder (they carry the encoder's
+    /// fingerprint, so `fos serve --index` can serve them for load tests).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Print one JSON object.
@@ -90,7 +91,13 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                     pattern: None,
                 })
                 .collect();
-            LibraryWriter::lock(&path)?.write("bench", a.dim, Dtype::F16, entries, &emb)?;
+            LibraryWriter::lock(&path)?.write(
+                &enc.fingerprint(),
+                a.dim,
+                Dtype::F16,
+                entries,
+                &emb,
+            )?;
         }
         pb.finish_and_clear();
         let write_s = t.elapsed().as_secs_f64();

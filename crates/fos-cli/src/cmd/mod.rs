@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_http;
 pub mod bench_search;
 pub mod classify;
 pub mod dataset;
@@ -8,6 +9,7 @@ pub mod demo;
 pub mod eval;
 pub mod index;
 pub mod search;
+pub mod serve;
 pub mod weights;
 
 use indicatif::{ProgressBar, ProgressStyle};

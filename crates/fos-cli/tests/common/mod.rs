@@ -66,3 +66,113 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
+
+/// A small real data set and library (see [`fixture`]).
+pub struct Fixture {
+    /// Keeps the folder alive.
+    pub _tmp: tempfile::TempDir,
+    /// `$FOS_HOME` with random Lite0 weights.
+    pub home: tempfile::TempDir,
+    /// The data set.
+    pub ds: PathBuf,
+    /// The library.
+    pub lib: PathBuf,
+    /// A scratch folder.
+    pub dir: PathBuf,
+}
+
+/// A path as `&str`.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// person + dog from coco-sample val2017, patterns from a labels CSV, the test
+/// split indexed with random Lite0 weights.
+pub fn fixture() -> Option<Fixture> {
+    let sh = shared()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = synthetic_home();
+    let d = sh.join("data/coco-sample");
+    let ds = tmp.path().join("ds");
+    let o = fos(
+        home.path(),
+        &[
+            "dataset",
+            "build",
+            "--coco",
+            s(&d.join("annotations/instances_val2017.json")),
+            "--images",
+            s(&d.join("images/val2017")),
+            "--out",
+            s(&ds),
+            "--categories",
+            "person,dog",
+            "--splits",
+            "train=0.5,test=0.5",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = std::fs::read_to_string(ds.join("manifest.jsonl")).unwrap();
+    let mut csv = String::from("id,orientation\n");
+    for (i, l) in manifest.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        csv.push_str(&format!("{},o{}\n", v["id"].as_str().unwrap(), i % 3));
+    }
+    std::fs::write(tmp.path().join("attrs.csv"), csv).unwrap();
+    let o = fos(
+        home.path(),
+        &[
+            "dataset",
+            "patterns",
+            s(&ds),
+            "--labels",
+            s(&tmp.path().join("attrs.csv")),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lib = tmp.path().join("lib.fos");
+    let o = fos(
+        home.path(),
+        &[
+            "index",
+            "build",
+            "--dataset",
+            s(&ds),
+            "--split",
+            "test",
+            "--out",
+            s(&lib),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tmp.path().to_owned();
+    Some(Fixture {
+        _tmp: tmp,
+        home,
+        ds,
+        lib,
+        dir,
+    })
+}
+
+/// A test-split person: its background, its box as `X,Y,W,H`, its id.
+pub fn a_query(ds: &Path) -> (PathBuf, String, String) {
+    let manifest = std::fs::read_to_string(ds.join("manifest.jsonl")).unwrap();
+    for l in manifest.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["split"] == "test" && v["category"] == "person" {
+            let b: Vec<String> = v["bbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            return (
+                ds.join(v["background"].as_str().unwrap()),
+                b.join(","),
+                v["id"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    panic!("no test person");
+}
