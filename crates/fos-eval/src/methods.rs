@@ -138,19 +138,18 @@ impl Method for Embedding {
     }
     fn scores(
         &mut self,
-        ds: &Dataset,
+        _ds: &Dataset,
         case: &Case,
         pool: &[&Record],
     ) -> Result<Vec<f32>, EvalError> {
-        let _ = ds;
         let bg = fos_image::decode::load_rgb(&case.background, &self.decode)?;
         let q = self.encoder.query(&bg, case.rect)?;
         Ok(pool
             .iter()
             .map(|r| {
-                self.pool.get(&r.id).map_or(f32::NEG_INFINITY, |e| {
-                    e.iter().zip(&q).map(|(a, b)| a * b).sum()
-                })
+                self.pool
+                    .get(&r.id)
+                    .map_or(f32::NEG_INFINITY, |e| fos_index::library::dot(e, &q))
             })
             .collect())
     }
