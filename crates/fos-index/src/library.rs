@@ -17,6 +17,7 @@ pub struct Library {
     map: memmap2::Mmap,
     header: Header,
     by_category: BTreeMap<String, Vec<u32>>,
+    by_id: HashMap<String, u32>,
     patterns_by_category: HashMap<String, Vec<u32>>,
     pattern_members: Vec<Vec<u32>>,
 }
@@ -63,11 +64,18 @@ impl Library {
             }
         }
         drop(index);
+        let by_id = header
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i as u32))
+            .collect();
         Ok(Library {
             path: path.to_owned(),
             map,
             header,
             by_category,
+            by_id,
             patterns_by_category,
             pattern_members,
         })
@@ -107,11 +115,7 @@ impl Library {
     }
     /// The row of an id.
     pub fn row_of(&self, id: &str) -> Option<u32> {
-        self.header
-            .entries
-            .iter()
-            .position(|e| e.id == id)
-            .map(|i| i as u32)
+        self.by_id.get(id).copied()
     }
     /// Categories and their sizes.
     pub fn categories(&self) -> Vec<(String, usize)> {
