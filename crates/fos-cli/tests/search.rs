@@ -137,6 +137,48 @@ fn index_search_patterns_composites_add_remove() {
     let st3: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(st3["cutouts"].as_u64().unwrap(), n);
     assert_eq!(before.len(), std::fs::read(&f.lib).unwrap().len());
+    // An approximate (HNSW) index, opt-in by threshold; --exact bypasses it.
+    let ann_lib = f.dir.join("ann.fos");
+    let o = fos(
+        h,
+        &[
+            "index",
+            "build",
+            "--dataset",
+            s(&f.ds),
+            "--split",
+            "test",
+            "--out",
+            s(&ann_lib),
+            "--ann-threshold",
+            "5",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    for (flag, approximate) in [(None, true), (Some("--exact"), false)] {
+        let mut args = vec![
+            "search",
+            "--index",
+            s(&ann_lib),
+            "--background",
+            s(&bg),
+            "--box",
+            &bx,
+            "--category",
+            "person",
+            "-k",
+            "3",
+            "--no-aspect-filter",
+            "--json",
+        ];
+        args.extend(flag);
+        let o = fos(h, &args);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(r["query"]["approximate"], approximate);
+        assert_eq!(r["results"].as_array().unwrap().len(), 3);
+    }
+
     // A second writer is refused while the lock is held.
     let guard = fos_index::LibraryWriter::lock(&f.lib).unwrap();
     let o = fos(h, &["index", "remove", s(&f.lib), "person-new-one"]);

@@ -9,6 +9,7 @@
 //!        patterns, block offsets/lengths/CRC-32s)
 //! ..     embeddings block at a 64-byte aligned offset: count x dim, f16 or f32 LE
 //! ..     centroid block at a 64-byte aligned offset: patterns x dim, f32 LE
+//! ..     approximate (HNSW) indexes, one per large category, each aligned
 //! ```
 //!
 //! Every block is checksummed; a file with a wrong magic, version, length or
@@ -104,6 +105,34 @@ pub struct Header {
     pub embeddings: Block,
     /// Centroid block.
     pub centroids: Block,
+    /// Approximate (HNSW) indexes of the categories with at least
+    /// `ann_threshold` cut-outs, in file order after the centroids.
+    #[serde(default)]
+    pub ann: Vec<AnnInfo>,
+    /// Categories this large or larger get an approximate index.
+    #[serde(default = "default_ann_threshold")]
+    pub ann_threshold: usize,
+}
+
+/// Default of [`Header::ann_threshold`]: off. Approximate indexes are opt-in
+/// (`fos index build --ann-threshold N`): on this machine HNSW construction
+/// over 1280-d vectors runs at a few hundred vectors/s, and its recall depends
+/// on how clustered the embeddings are (see docs/search.md).
+pub const DEFAULT_ANN_THRESHOLD: usize = usize::MAX;
+
+fn default_ann_threshold() -> usize {
+    DEFAULT_ANN_THRESHOLD
+}
+
+/// A serialised usearch HNSW index over one category's rows (keys = rows).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnnInfo {
+    /// Category.
+    pub category: String,
+    /// Graph connectivity (M) it was built with.
+    pub connectivity: usize,
+    /// Where it lies.
+    pub block: Block,
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> IndexError {
@@ -117,6 +146,7 @@ fn align(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per part of the file
 /// Serialises a library: `embeddings` (row-major, `entries.len() x dim`) and
 /// `centroids` (`patterns.len() x dim`) as f32, stored as `dtype`.
 pub fn encode(
@@ -127,6 +157,8 @@ pub fn encode(
     embeddings: &[f32],
     patterns: Vec<PatternInfo>,
     centroids: &[f32],
+    ann: Vec<(String, usize, Vec<u8>)>,
+    ann_threshold: usize,
 ) -> Vec<u8> {
     assert_eq!(
         embeddings.len(),
@@ -163,22 +195,41 @@ pub fn encode(
             len: cen.len() as u64,
             crc32: crc32fast::hash(&cen),
         },
+        ann: ann
+            .iter()
+            .map(|(c, m, b)| AnnInfo {
+                category: c.clone(),
+                connectivity: *m,
+                block: Block {
+                    offset: 0,
+                    len: b.len() as u64,
+                    crc32: crc32fast::hash(b),
+                },
+            })
+            .collect(),
+        ann_threshold,
     };
     // Offsets depend on the header's length, which depends on the offsets'
     // digits: iterate until stable (twice at most in practice).
     let mut json = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         json = serde_json::to_vec(&header).expect("header serialises");
         let e = align(PREFIX + json.len()) as u64;
-        let c = align(e as usize + emb.len()) as u64;
-        if header.embeddings.offset == e && header.centroids.offset == c {
+        let mut next = align(e as usize + emb.len()) as u64;
+        let mut changed = header.embeddings.offset != e || header.centroids.offset != next;
+        header.embeddings.offset = e;
+        header.centroids.offset = next;
+        next = align((next + header.centroids.len) as usize) as u64;
+        for a in &mut header.ann {
+            changed |= a.block.offset != next;
+            a.block.offset = next;
+            next = align((next + a.block.len) as usize) as u64;
+        }
+        if !changed {
             break;
         }
-        header.embeddings.offset = e;
-        header.centroids.offset = c;
     }
-    let total = header.centroids.offset as usize + cen.len();
-    let mut out = Vec::with_capacity(total);
+    let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
@@ -188,6 +239,10 @@ pub fn encode(
     out.extend_from_slice(&emb);
     out.resize(header.centroids.offset as usize, 0);
     out.extend_from_slice(&cen);
+    for (a, (_, _, bytes)) in header.ann.iter().zip(&ann) {
+        out.resize(a.block.offset as usize, 0);
+        out.extend_from_slice(bytes);
+    }
     out
 }
 
@@ -274,8 +329,9 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header, IndexError> {
             ));
         }
     }
-    // Every other byte is padding and must be zero; nothing may follow.
-    let padding = [
+    // Approximate indexes: bounds, alignment, checksums, in file order.
+    let mut last_end = h.centroids.offset + h.centroids.len;
+    let mut padding = vec![
         (20usize, PREFIX),
         (end as usize, h.embeddings.offset as usize),
         (
@@ -283,12 +339,39 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header, IndexError> {
             h.centroids.offset as usize,
         ),
     ];
+    for a in &h.ann {
+        let b = a.block;
+        let e = b
+            .offset
+            .checked_add(b.len)
+            .filter(|&e| e <= bytes.len() as u64 && b.offset >= last_end);
+        let Some(e) = e else {
+            return Err(corrupt(
+                path,
+                format!(
+                    "truncated or misplaced approximate index of {:?}",
+                    a.category
+                ),
+            ));
+        };
+        if b.offset % ALIGN as u64 != 0
+            || crc32fast::hash(&bytes[b.offset as usize..e as usize]) != b.crc32
+        {
+            return Err(corrupt(
+                path,
+                format!("approximate index of {:?}: checksum mismatch", a.category),
+            ));
+        }
+        padding.push((last_end as usize, b.offset as usize));
+        last_end = e;
+    }
+    // Every other byte is padding and must be zero; nothing may follow.
     for (a, b) in padding {
         if a > b || bytes[a..b].iter().any(|&v| v != 0) {
             return Err(corrupt(path, "corrupt padding between blocks"));
         }
     }
-    if (h.centroids.offset + h.centroids.len) as usize != bytes.len() {
+    if last_end as usize != bytes.len() {
         return Err(corrupt(
             path,
             "the file has extra bytes after the last block",
@@ -328,6 +411,8 @@ mod tests {
             &emb,
             vec![],
             &[],
+            vec![("person".into(), 16, vec![1, 2, 3])],
+            10,
         );
         let h = decode_header(Path::new("t"), &bytes).unwrap();
         assert_eq!(h.entries.len(), 2);

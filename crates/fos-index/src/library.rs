@@ -13,6 +13,9 @@ use crate::IndexError;
 
 /// An open library (read-only; cheap to share between threads).
 pub struct Library {
+    // Declared before `map`: the indexes view the mapped bytes and must be
+    // dropped first.
+    ann: HashMap<String, usearch::Index>,
     path: PathBuf,
     map: memmap2::Mmap,
     header: Header,
@@ -24,6 +27,46 @@ pub struct Library {
 
 /// Rows above which a scan is split over threads.
 const PARALLEL_ROWS: usize = 16_384;
+
+/// HNSW graph connectivity (M) of new approximate indexes.
+pub const ANN_CONNECTIVITY: usize = 32;
+/// Candidate list size while building.
+pub const ANN_EXPANSION_ADD: usize = 128;
+/// Candidate list size while searching (ef).
+pub const ANN_EXPANSION_SEARCH: usize = 128;
+
+fn ann_options(dim: usize, connectivity: usize) -> usearch::IndexOptions {
+    usearch::IndexOptions {
+        dimensions: dim,
+        metric: usearch::MetricKind::IP,
+        quantization: usearch::ScalarKind::F16,
+        connectivity,
+        expansion_add: ANN_EXPANSION_ADD,
+        expansion_search: ANN_EXPANSION_SEARCH,
+        multi: false,
+    }
+}
+
+/// Builds the approximate index of `rows` (keys = rows) and serialises it.
+fn build_ann(dim: usize, rows: &[u32], emb: &[f32]) -> Result<Vec<u8>, IndexError> {
+    let err =
+        |e: cxx_exception::E| IndexError::Invalid(format!("building the approximate index: {e}"));
+    let index = usearch::Index::new(&ann_options(dim, ANN_CONNECTIVITY)).map_err(err)?;
+    index
+        .reserve_capacity_and_threads(rows.len(), rayon::current_num_threads())
+        .map_err(err)?;
+    rows.par_iter()
+        .try_for_each(|&r| index.add(r as u64, &emb[r as usize * dim..(r as usize + 1) * dim]))
+        .map_err(err)?;
+    let mut buf = vec![0u8; index.serialized_length()];
+    index.save_to_buffer(&mut buf).map_err(err)?;
+    Ok(buf)
+}
+
+mod cxx_exception {
+    /// usearch's error type.
+    pub type E = cxx::Exception;
+}
 
 impl Library {
     /// Opens and verifies a library (all checksums).
@@ -70,7 +113,28 @@ impl Library {
             .enumerate()
             .map(|(i, e)| (e.id.clone(), i as u32))
             .collect();
+        let mut ann = HashMap::new();
+        for a in &header.ann {
+            let index =
+                usearch::Index::new(&ann_options(header.dim, a.connectivity)).map_err(|e| {
+                    IndexError::Corrupt {
+                        path: path.to_owned(),
+                        reason: format!("approximate index: {e}"),
+                    }
+                })?;
+            let bytes = &map[a.block.offset as usize..(a.block.offset + a.block.len) as usize];
+            // SAFETY: the index keeps a pointer into the mapping; `ann` is
+            // declared before `map`, so it is dropped first, and the file is
+            // only ever replaced by rename, never changed in place.
+            unsafe { index.view_from_buffer(bytes) }.map_err(|e| IndexError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("approximate index of {:?}: {e}", a.category),
+            })?;
+            index.change_expansion_search(ANN_EXPANSION_SEARCH);
+            ann.insert(a.category.clone(), index);
+        }
         Ok(Library {
+            ann,
             path: path.to_owned(),
             map,
             header,
@@ -225,8 +289,14 @@ impl Library {
         }))
     }
 
-    /// Exact top-`k` of a category by cosine similarity among the entries that
-    /// pass `keep`: `(row, score)`, best first (ties by row).
+    /// Whether a category has an approximate index.
+    pub fn has_ann(&self, category: &str) -> bool {
+        self.ann.contains_key(category)
+    }
+
+    /// Top-`k` of a category by cosine similarity among the entries that pass
+    /// `keep`: `(row, score)`, best first (ties by row). Uses the category's
+    /// approximate index when it has one, the exact scan otherwise.
     pub fn search(
         &self,
         category: &str,
@@ -234,8 +304,33 @@ impl Library {
         k: usize,
         keep: impl Fn(&Entry) -> bool,
     ) -> Result<Vec<(u32, f32)>, IndexError> {
+        self.search_with(category, query, k, keep, false)
+    }
+
+    /// As [`search`](Self::search); `exact` forces the exact scan.
+    pub fn search_with(
+        &self,
+        category: &str,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(&Entry) -> bool,
+        exact: bool,
+    ) -> Result<Vec<(u32, f32)>, IndexError> {
         self.check_query(query)?;
         self.check_category(category)?;
+        if let (false, Some(index)) = (exact, self.ann.get(category)) {
+            let m = index
+                .filtered_search(query, k, |key: u64| keep(self.entry(key as u32)))
+                .map_err(|e| IndexError::Invalid(format!("approximate search: {e}")))?;
+            // IP distance is 1 - dot.
+            let hits: Vec<(u32, f32)> = m
+                .keys
+                .iter()
+                .zip(&m.distances)
+                .map(|(&key, &d)| (key as u32, 1.0 - d))
+                .collect();
+            return Ok(top_k(hits, k));
+        }
         let rows: Vec<u32> = self
             .rows(category)
             .iter()
@@ -325,6 +420,7 @@ pub fn top_k(mut v: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
 pub struct LibraryWriter {
     path: PathBuf,
     _lock: File,
+    ann_threshold: Option<usize>,
 }
 
 impl LibraryWriter {
@@ -346,6 +442,7 @@ impl LibraryWriter {
             Ok(()) => Ok(LibraryWriter {
                 path: path.to_owned(),
                 _lock: file,
+                ann_threshold: None,
             }),
             Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked(path.to_owned())),
             Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io {
@@ -353,6 +450,14 @@ impl LibraryWriter {
                 source: e,
             }),
         }
+    }
+
+    /// Categories with at least `n` cut-outs get an approximate (HNSW) index
+    /// (default [`crate::format::DEFAULT_ANN_THRESHOLD`], or the old
+    /// library's threshold on add/remove).
+    pub fn ann_threshold(mut self, n: usize) -> Self {
+        self.ann_threshold = Some(n);
+        self
     }
 
     /// Writes a new library with these entries and f32 embeddings (row-major),
@@ -378,8 +483,44 @@ impl LibraryWriter {
                 return Err(IndexError::Invalid(format!("id {:?} given twice", e.id)));
             }
         }
+        let threshold = self
+            .ann_threshold
+            .unwrap_or(crate::format::DEFAULT_ANN_THRESHOLD);
+        self.write_with(model, dim, dtype, entries, embeddings, threshold)
+    }
+
+    fn write_with(
+        &self,
+        model: &str,
+        dim: usize,
+        dtype: Dtype,
+        entries: Vec<Entry>,
+        embeddings: &[f32],
+        threshold: usize,
+    ) -> Result<(), IndexError> {
         let (patterns, centroids) = centroids(&entries, embeddings, dim);
-        let bytes = encode(model, dim, dtype, entries, embeddings, patterns, &centroids);
+        let mut by_cat: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            by_cat
+                .entry(e.category.as_str())
+                .or_default()
+                .push(i as u32);
+        }
+        let mut ann = Vec::new();
+        for (cat, rows) in by_cat.iter().filter(|(_, r)| r.len() >= threshold.max(1)) {
+            tracing::info!(
+                "building the approximate index of {cat} ({} cut-outs)",
+                rows.len()
+            );
+            ann.push((
+                cat.to_string(),
+                ANN_CONNECTIVITY,
+                build_ann(dim, rows, embeddings)?,
+            ));
+        }
+        let bytes = encode(
+            model, dim, dtype, entries, embeddings, patterns, &centroids, ann, threshold,
+        );
         fos_image::atomic::write_atomic(&self.path, &bytes).map_err(|e| IndexError::Io {
             path: self.path.clone(),
             source: e,
@@ -412,7 +553,8 @@ impl LibraryWriter {
         all.extend(entries);
         emb.extend_from_slice(embeddings);
         let n = all.len();
-        self.write(model, old.dim(), old.dtype(), all, &emb)?;
+        let thr = self.ann_threshold.unwrap_or(old.header.ann_threshold);
+        self.write_with(model, old.dim(), old.dtype(), all, &emb, thr)?;
         Ok(n)
     }
 
@@ -437,7 +579,8 @@ impl LibraryWriter {
             }
         }
         let n = entries.len();
-        self.write(old.model(), d, old.dtype(), entries, &kept)?;
+        let thr = self.ann_threshold.unwrap_or(old.header.ann_threshold);
+        self.write_with(old.model(), d, old.dtype(), entries, &kept, thr)?;
         Ok(n)
     }
 }
@@ -568,6 +711,80 @@ mod tests {
         assert_eq!(lib.len(), 4);
         drop(w);
         assert!(LibraryWriter::lock(&p).is_ok());
+    }
+
+    #[test]
+    fn approximate_index_finds_the_exact_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ann.fos");
+        let (n, d) = (3000usize, 64usize);
+        let mut x = 12345u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 10_000) as f32 / 10_000.0 - 0.5
+        };
+        let mut emb = Vec::with_capacity(n * d);
+        for _ in 0..n {
+            let v: Vec<f32> = (0..d).map(|_| next()).collect();
+            emb.extend(unit(&v));
+        }
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| {
+                entry(
+                    &format!("c{i}"),
+                    if i % 10 == 0 { "dog" } else { "person" },
+                    None,
+                )
+            })
+            .collect();
+        LibraryWriter::lock(&p)
+            .unwrap()
+            .ann_threshold(1000)
+            .write("m", d, Dtype::F16, entries, &emb)
+            .unwrap();
+        let lib = Library::open(&p).unwrap();
+        assert!(lib.has_ann("person") && !lib.has_ann("dog"));
+        let (mut found, mut total) = (0, 0);
+        for q in 0..20 {
+            let query: Vec<f32> = unit(&(0..d).map(|_| next()).collect::<Vec<_>>());
+            let approx = lib.search("person", &query, 10, |_| true).unwrap();
+            let exact = lib
+                .search_with("person", &query, 10, |_| true, true)
+                .unwrap();
+            let want: std::collections::HashSet<u32> = exact.iter().map(|h| h.0).collect();
+            found += approx.iter().filter(|h| want.contains(&h.0)).count();
+            total += 10;
+            assert!(approx.iter().all(|h| lib.entry(h.0).category == "person"));
+            if q == 0 {
+                assert!(
+                    (approx[0].1 - exact[0].1).abs() < 0.01,
+                    "{approx:?} {exact:?}"
+                );
+            }
+            // The filter holds for approximate search too.
+            let odd = lib
+                .search("person", &query, 5, |e| e.id.ends_with('1'))
+                .unwrap();
+            assert!(odd.iter().all(|h| lib.entry(h.0).id.ends_with('1')));
+        }
+        assert!(
+            found as f64 / total as f64 >= 0.95,
+            "recall@10 {found}/{total}"
+        );
+        // Add keeps the threshold and rebuilds the index; a flipped byte in it is caught.
+        let w = LibraryWriter::lock(&p).unwrap();
+        w.add("m", vec![entry("new", "person", None)], &emb[..d])
+            .unwrap();
+        let lib2 = Library::open(&p).unwrap();
+        assert!(lib2.has_ann("person"));
+        drop(lib2);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let l = bytes.len();
+        bytes[l - 10] ^= 0x10;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(Library::open(&p).is_err());
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Query {
     /// DiscoFOS re-ranking (needs a trained model; refused otherwise).
     #[serde(default)]
     pub rerank: bool,
+    /// Force the exact scan even where the category has an approximate index.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 fn default_k() -> usize {
@@ -96,6 +99,7 @@ impl Query {
             patterns: None,
             aspect_factor: default_aspect(),
             rerank: false,
+            exact: false,
         }
     }
 
@@ -238,7 +242,9 @@ impl Searcher {
             }
             None => true,
         };
-        let hits = self.library.search(&q.category, &emb, q.k, keep)?;
+        let hits = self
+            .library
+            .search_with(&q.category, &emb, q.k, keep, q.exact)?;
         let results = hits
             .iter()
             .enumerate()
@@ -275,6 +281,7 @@ impl Searcher {
             query: serde_json::json!({
                 "box": q.rect, "category": q.category, "k": q.k, "patterns": q.patterns,
                 "aspect_factor": q.aspect_factor, "background_size": [background.width(), background.height()],
+                "approximate": !q.exact && self.library.has_ann(&q.category),
                 "model": self.library.model(),
             }),
             results,

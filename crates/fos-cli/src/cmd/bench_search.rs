@@ -34,9 +34,39 @@ pub struct SearchArgs {
     /// fingerprint, so `fos serve --index` can serve them for load tests).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also build the approximate (HNSW) index and measure its recall@10
+    /// against the exact scan and its latency (100 random queries).
+    #[arg(long)]
+    ann: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Recall@10 of the approximate index against the exact scan, and both
+/// latencies, over 100 random unit queries.
+fn ann_figures(lib: &Library, dim: usize) -> anyhow::Result<serde_json::Value> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let (mut found, mut ann_ms, mut exact_ms) = (0usize, vec![], vec![]);
+    for _ in 0..100 {
+        let mut q: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+        fos_model::embed::l2_normalize(&mut q);
+        let t = Instant::now();
+        let approx = lib.search_with("person", &q, 10, |_| true, false)?;
+        ann_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let exact = lib.search_with("person", &q, 10, |_| true, true)?;
+        exact_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        found += approx
+            .iter()
+            .filter(|h| exact.iter().any(|e| e.0 == h.0))
+            .count();
+    }
+    Ok(serde_json::json!({
+        "recall@10": found as f64 / 1000.0,
+        "ann_ms_p50": pct(&mut ann_ms.clone(), 0.5), "ann_ms_p99": pct(&mut ann_ms, 0.99),
+        "exact_ms_p50": pct(&mut exact_ms, 0.5),
+    }))
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -91,7 +121,8 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                     pattern: None,
                 })
                 .collect();
-            LibraryWriter::lock(&path)?.write(
+            let threshold = if a.ann { 1 } else { usize::MAX };
+            LibraryWriter::lock(&path)?.ann_threshold(threshold).write(
                 &enc.fingerprint(),
                 a.dim,
                 Dtype::F16,
@@ -138,6 +169,11 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
             }
         }
         pb.finish_and_clear();
+        let ann = if a.ann {
+            Some(ann_figures(&lib, a.dim)?)
+        } else {
+            None
+        };
         let bytes = std::fs::metadata(&path)?.len();
         if a.dir.is_none() {
             std::fs::remove_file(&path)?;
@@ -148,6 +184,7 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
             "decode_ms_p50": pct(&mut dec, 0.5), "encode_ms_p50": pct(&mut crop, 0.5),
             "search_ms_p50": pct(&mut search.clone(), 0.5), "search_ms_p99": pct(&mut search, 0.99),
             "total_ms_p50": pct(&mut total.clone(), 0.5), "total_ms_p99": pct(&mut total, 0.99),
+            "ann": ann,
         }));
     }
     let threads = rayon::current_num_threads();
@@ -172,6 +209,20 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                 r["search_ms_p99"].as_f64().unwrap_or(0.0),
                 r["total_ms_p50"].as_f64().unwrap_or(0.0),
                 r["total_ms_p99"].as_f64().unwrap_or(0.0)
+            );
+        }
+        for r in rows.iter().filter(|r| !r["ann"].is_null()) {
+            let x = &r["ann"];
+            println!(
+                "\nHNSW (usearch, f16, M={}, ef_search={}) over {} cut-outs: built in {:.1} s (with the file), recall@10 {:.3}, {:.2} ms p50 / {:.2} ms p99 per query; exact {:.2} ms p50",
+                fos_index::library::ANN_CONNECTIVITY,
+                fos_index::library::ANN_EXPANSION_SEARCH,
+                r["cutouts"],
+                r["write_s"].as_f64().unwrap_or(0.0),
+                x["recall@10"].as_f64().unwrap_or(0.0),
+                x["ann_ms_p50"].as_f64().unwrap_or(0.0),
+                x["ann_ms_p99"].as_f64().unwrap_or(0.0),
+                x["exact_ms_p50"].as_f64().unwrap_or(0.0)
             );
         }
     }

@@ -68,6 +68,10 @@ pub struct BuildArgs {
     /// Embedding storage.
     #[arg(long, value_enum, default_value = "f16")]
     dtype: DtypeArg,
+    /// Categories with at least this many cut-outs also get an approximate
+    /// (HNSW, usearch) index, used by search unless --exact. Off by default.
+    #[arg(long)]
+    ann_threshold: Option<usize>,
 }
 
 /// Which encoder makes the embeddings.
@@ -257,7 +261,10 @@ fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         DtypeArg::F16 => Dtype::F16,
         DtypeArg::F32 => Dtype::F32,
     };
-    let w = LibraryWriter::lock(&a.out)?;
+    let w = LibraryWriter::lock(&a.out)?.ann_threshold(
+        a.ann_threshold
+            .unwrap_or(fos_index::format::DEFAULT_ANN_THRESHOLD),
+    );
     let n = entries.len();
     w.write(&enc.fingerprint(), enc.dim(), dtype, entries, &emb)?;
     let lib = Library::open(&a.out)?;

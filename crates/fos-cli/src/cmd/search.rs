@@ -50,6 +50,9 @@ pub struct Args {
     /// Re-rank the top candidates with the DiscoFOS fusion head (needs a trained model).
     #[arg(long)]
     rerank: bool,
+    /// Exact scan even where the category has an approximate (HNSW) index.
+    #[arg(long)]
+    exact: bool,
     /// JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -108,6 +111,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         patterns: a.patterns.as_deref().map(parse_patterns).transpose()?,
         aspect_factor: (!a.no_aspect_filter).then_some(a.aspect_factor),
         rerank: a.rerank,
+        exact: a.exact,
     };
     let t0 = std::time::Instant::now();
     let bg = fos_image::decode::load_rgb(&a.background, &ctx.decode)?;
