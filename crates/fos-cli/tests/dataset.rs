@@ -247,7 +247,17 @@ fn an_interrupted_build_resumes_and_ends_identical() {
         .unwrap();
     let fg = tmp.path().join("ds.partial/fg");
     let t0 = std::time::Instant::now();
-    while std::fs::read_dir(&fg).map(|d| d.count()).unwrap_or(0) < 20 {
+    // Finished cut-outs only: an atomic write in progress is a `.fos-tmp-*` file.
+    let done = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while done(&fg) < 20 {
         assert!(t0.elapsed().as_secs() < 120, "build made no progress");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
