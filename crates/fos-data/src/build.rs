@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::coco::{CocoAnnotation, CocoFile, CocoImage};
 use crate::filter::{truncated_sides, DropReason, FilterConfig};
 use crate::manifest::{
-    sanitize, write_dataset, CategoryCount, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
+    category_counts, sanitize, write_dataset, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
 };
 use crate::mask::{Mask, PixelBox};
 use crate::split::SplitSpec;
@@ -522,19 +522,7 @@ fn dataset_info(
     seen: u64,
     opts: &BuildOptions,
 ) -> DatasetInfo {
-    let mut cats: BTreeMap<String, CategoryCount> = BTreeMap::new();
-    for r in records {
-        let c = cats
-            .entry(r.category.clone())
-            .or_insert_with(|| CategoryCount {
-                name: r.category.clone(),
-                ..Default::default()
-            });
-        c.total += 1;
-        *c.splits.entry(r.split.clone()).or_default() += 1;
-    }
-    let mut categories: Vec<CategoryCount> = cats.into_values().collect();
-    categories.sort_by(|a, b| b.total.cmp(&a.total).then(a.name.cmp(&b.name)));
+    let categories = category_counts(records);
     let mut c: BTreeMap<String, u64> = BTreeMap::new();
     c.insert("seen".into(), seen);
     c.insert("kept".into(), records.len() as u64);

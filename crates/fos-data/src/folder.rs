@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::build::BuildReport;
 use crate::filter::DropReason;
 use crate::manifest::{
-    sanitize, write_dataset, CategoryCount, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
+    category_counts, sanitize, write_dataset, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
 };
 use crate::mask::Mask;
 use crate::split::SplitSpec;
@@ -172,17 +172,6 @@ pub fn build_folder(
     records.retain(|r| dedup.insert(r.id.clone()));
     counts.insert("seen".into(), files.len() as u64);
     counts.insert("kept".into(), records.len() as u64);
-    let mut cats: std::collections::BTreeMap<String, CategoryCount> = Default::default();
-    for r in &records {
-        let c = cats
-            .entry(r.category.clone())
-            .or_insert_with(|| CategoryCount {
-                name: r.category.clone(),
-                ..Default::default()
-            });
-        c.total += 1;
-        *c.splits.entry(r.split.clone()).or_default() += 1;
-    }
     let info = DatasetInfo {
         version: DATASET_VERSION,
         created_by: format!("fos {}", env!("CARGO_PKG_VERSION")),
@@ -194,7 +183,7 @@ pub fn build_folder(
             photos: files.len() as u64,
             instances: files.len() as u64,
         }],
-        categories: cats.into_values().collect(),
+        categories: category_counts(&records),
         counts,
         settings: serde_json::json!({"splits": splits.0, "seed": seed}),
         patterns: None,

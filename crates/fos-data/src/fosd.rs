@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::build::BuildReport;
 use crate::manifest::{
-    sanitize, write_dataset, CategoryCount, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
+    category_counts, sanitize, write_dataset, DatasetInfo, Record, SourceInfo, DATASET_VERSION,
 };
 use crate::mask::Mask;
 use crate::stage::{check_out, partial_dir, prepare_partial, publish};
@@ -276,17 +276,6 @@ pub fn build_fosd(
         fos_image::atomic::write_atomic(&p, &serde_json::to_vec(&queries).expect("serialises"))
             .map_err(|e| DataError::io(&p, e))?;
     }
-    let mut cats: BTreeMap<String, CategoryCount> = BTreeMap::new();
-    for r in &records {
-        let c = cats
-            .entry(r.category.clone())
-            .or_insert_with(|| CategoryCount {
-                name: r.category.clone(),
-                ..Default::default()
-            });
-        c.total += 1;
-        *c.splits.entry(r.split.clone()).or_default() += 1;
-    }
     let info = DatasetInfo {
         version: DATASET_VERSION,
         created_by: format!("fos {}", env!("CARGO_PKG_VERSION")),
@@ -298,7 +287,7 @@ pub fn build_fosd(
             photos: items.iter().filter(|i| i.bg.is_some()).count() as u64,
             instances: items.len() as u64,
         }],
-        categories: cats.into_values().collect(),
+        categories: category_counts(&records),
         counts: BTreeMap::from([
             ("seen".to_owned(), items.len() as u64),
             ("kept".to_owned(), records.len() as u64),

@@ -91,6 +91,24 @@ pub struct CategoryCount {
     pub splits: BTreeMap<String, u64>,
 }
 
+/// Kept foregrounds per category and split, largest category first.
+pub fn category_counts(records: &[Record]) -> Vec<CategoryCount> {
+    let mut cats: BTreeMap<String, CategoryCount> = BTreeMap::new();
+    for r in records {
+        let c = cats
+            .entry(r.category.clone())
+            .or_insert_with(|| CategoryCount {
+                name: r.category.clone(),
+                ..Default::default()
+            });
+        c.total += 1;
+        *c.splits.entry(r.split.clone()).or_default() += 1;
+    }
+    let mut v: Vec<CategoryCount> = cats.into_values().collect();
+    v.sort_by(|a, b| b.total.cmp(&a.total).then(a.name.cmp(&b.name)));
+    v
+}
+
 /// `dataset.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetInfo {
