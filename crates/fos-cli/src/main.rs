@@ -52,6 +52,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Build foreground-search data sets from instance masks; assign patterns.
     Dataset(cmd::dataset::Args),
+    /// Train the teacher, student, early-fusion baseline and DiscoFOS on a data set.
+    Train(cmd::train::Args),
     /// Measure throughput.
     Bench(cmd::bench::Args),
 }
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a, &ctx),
         Command::Index(a) => cmd::index::run(a, &ctx),
         Command::Serve(a) => cmd::serve::run(a, &ctx),
+        Command::Train(a) => cmd::train::run(a, &ctx),
     };
     match result {
         Ok(code) => code,

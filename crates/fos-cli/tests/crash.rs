@@ -37,10 +37,8 @@ fn kill_9_during_index_add_never_corrupts_the_library() {
             .collect();
         let mut args = vec!["index".to_owned(), "add".to_owned(), s(&f.lib).to_owned()];
         args.extend(files);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fos"))
+        let mut child = common::fos_command(f.home.path())
             .args(&args)
-            .env("FOS_HOME", f.home.path())
-            .env("FOS_THREADS", "2")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

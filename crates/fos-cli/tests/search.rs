@@ -249,6 +249,7 @@ fn bad_queries_libraries_and_models_are_refused() {
     fos_model::weights::Cache::at(other.path().join("weights"))
         .store("efficientnet-lite0", &w, "test")
         .unwrap();
+    common::mark_synthetic(other.path());
     assert_clean_error(
         &search(&bx, "person", &f.lib, other.path()),
         "indexed with model",
@@ -396,4 +397,8 @@ fn demo_runs_a_real_query_and_writes_a_contact_sheet() {
         !common::stderr(&o).contains("building the demo"),
         "the second run must use the cache"
     );
+    // The committed default model re-ranks with DiscoFOS's fusion head.
+    let o = fos(tmp.path(), &["demo", "--out", s(&out), "--rerank"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(stdout(&o).contains("rerank"), "{}", stdout(&o));
 }

@@ -24,11 +24,9 @@ impl Drop for Server {
 }
 
 fn start(home: &std::path::Path, args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fos"))
+    let mut child = common::fos_command(home)
         .args(["--max-pixels", "2000000", "serve", "--addr", "127.0.0.1:0"])
         .args(args)
-        .env("FOS_HOME", home)
-        .env("FOS_THREADS", "2")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

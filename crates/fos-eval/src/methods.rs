@@ -154,3 +154,127 @@ impl Method for Embedding {
             .collect())
     }
 }
+
+/// DiscoFOS search: candidates by the student's embedding, then the top
+/// `rerank` re-scored by the fusion head (they rank first, by fusion score).
+pub struct DiscoFos {
+    model: std::sync::Arc<fos_model::trained::TrainedModel>,
+    decode: DecodeOptions,
+    rerank: usize,
+    emb: HashMap<String, Vec<f32>>,
+    maps: HashMap<String, Vec<f32>>,
+    aspects: HashMap<String, f64>,
+}
+
+impl DiscoFos {
+    /// Re-ranks the top `rerank` candidates of each query.
+    pub fn new(
+        model: std::sync::Arc<fos_model::trained::TrainedModel>,
+        decode: DecodeOptions,
+        rerank: usize,
+    ) -> Self {
+        DiscoFos {
+            model,
+            decode,
+            rerank,
+            emb: HashMap::new(),
+            maps: HashMap::new(),
+            aspects: HashMap::new(),
+        }
+    }
+}
+
+impl Method for DiscoFos {
+    fn name(&self) -> String {
+        "discofos".into()
+    }
+    fn prepare(&mut self, ds: &Dataset, pool: &[&Record]) -> Result<(), EvalError> {
+        for chunk in pool.chunks(16) {
+            let imgs = chunk
+                .iter()
+                .map(|r| fos_image::decode::load_rgba(&ds.path(&r.foreground), &self.decode))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (e, m) = self.model.foreground_features(&imgs)?;
+            for (((r, e), m), img) in chunk.iter().zip(e).zip(m).zip(&imgs) {
+                self.emb.insert(r.id.clone(), e);
+                self.maps.insert(r.id.clone(), m);
+                self.aspects
+                    .insert(r.id.clone(), fos_model::trained::alpha_aspect(img));
+            }
+        }
+        Ok(())
+    }
+    fn scores(
+        &mut self,
+        _ds: &Dataset,
+        case: &Case,
+        pool: &[&Record],
+    ) -> Result<Vec<f32>, EvalError> {
+        let bg = fos_image::decode::load_rgb(&case.background, &self.decode)?;
+        let q = self.model.query_features(&bg, case.rect)?;
+        let e = self.model.student_embed(&q)?;
+        let mut s: Vec<f32> = pool
+            .iter()
+            .map(|r| {
+                self.emb
+                    .get(&r.id)
+                    .map_or(f32::NEG_INFINITY, |v| fos_index::library::dot(v, &e))
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        order.truncate(self.rerank);
+        let maps: Vec<&[f32]> = order
+            .iter()
+            .filter_map(|&i| self.maps.get(&pool[i].id).map(Vec::as_slice))
+            .collect();
+        let aspects: Vec<f64> = order
+            .iter()
+            .filter_map(|&i| self.aspects.get(&pool[i].id).copied())
+            .collect();
+        if maps.len() == order.len() && aspects.len() == order.len() {
+            let fused = self.model.rerank_scores(&q, &maps, &aspects)?;
+            // Both scores are in [-1, 1]: the re-ranked ones go above all others.
+            s.iter_mut().for_each(|v| *v -= 3.0);
+            for (&i, f) in order.iter().zip(fused) {
+                s[i] = f;
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The foreground encoder as a pattern classifier on a split: (top-1, top-5,
+/// cut-outs counted), over cut-outs whose pattern the model knows.
+pub fn teacher_accuracy(
+    ds: &Dataset,
+    split: &str,
+    model: &fos_model::trained::TrainedModel,
+    decode: &DecodeOptions,
+) -> Result<(f64, f64, usize), EvalError> {
+    let known: HashMap<&str, usize> = model
+        .info()
+        .patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
+    let recs: Vec<(&Record, usize)> = ds
+        .split(split)
+        .filter_map(|r| Some((r, *known.get(r.pattern.as_deref()?)?)))
+        .collect();
+    let (mut top1, mut top5) = (0usize, 0usize);
+    for chunk in recs.chunks(16) {
+        let imgs = chunk
+            .iter()
+            .map(|(r, _)| fos_image::decode::load_rgba(&ds.path(&r.foreground), decode))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (l, (_, y)) in model.pattern_logits(&imgs)?.iter().zip(chunk) {
+            let rank = l.iter().filter(|&&v| v > l[*y]).count();
+            top1 += (rank == 0) as usize;
+            top5 += (rank < 5) as usize;
+        }
+    }
+    let n = recs.len().max(1) as f64;
+    Ok((top1 as f64 / n, top5 as f64 / n, recs.len()))
+}

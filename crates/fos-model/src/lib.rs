@@ -8,6 +8,11 @@
 //! * [`resnet`]: ResNet50 with torchvision parameter names, from a user's file.
 //! * [`backbone`]: one type over both, chosen by name, with its preprocessing.
 //! * [`imagenet`]: class names and top-k of the classifier.
+//! * [`query`]: the square context crop and layout of a query.
+//! * [`embed`]: the [`embed::Encoder`] search uses, and the pretrained stand-in.
+//! * [`heads`]: the trainable heads of both methods (teacher, student,
+//!   early fusion, DiscoFOS teacher and fusion student).
+//! * [`trained`]: the model directory format and the trained encoders.
 //!
 //! Batch normalisation is folded into the preceding convolution when weights are
 //! loaded (inference statistics), so a forward pass is convolutions, ReLU6 and adds.
@@ -27,10 +32,12 @@
 pub mod backbone;
 pub mod efficientnet;
 pub mod embed;
+pub mod heads;
 pub mod imagenet;
 mod layers;
 pub mod query;
 pub mod resnet;
+pub mod trained;
 pub mod weights;
 
 /// The compute device fos uses: burn's pure-Rust `flex` CPU backend.
@@ -63,4 +70,7 @@ pub enum ModelError {
     /// Inputs of the wrong shape.
     #[error("bad input: {0}")]
     Input(String),
+    /// A model directory that cannot be used.
+    #[error("model {0}")]
+    Model(String),
 }

@@ -64,9 +64,33 @@ pub fn crop_square(
     r: Option<Rect>,
     size: u32,
 ) -> Result<RgbImage, fos_image::ImageError> {
+    crop_square_filled(photo, s, r.map(|r| (r, GREY)), size)
+}
+
+/// The grey DiscoFOS paints the rectangle with.
+pub const GREY: Rgb<u8> = Rgb([128, 128, 128]);
+
+/// The mean colour of `photo` (the early-fusion baseline fills the rectangle
+/// with it, Zhao et al. 2018).
+pub fn mean_colour(photo: &RgbImage) -> Rgb<u8> {
+    let mut acc = [0u64; 3];
+    for p in photo.pixels() {
+        (0..3).for_each(|c| acc[c] += p.0[c] as u64);
+    }
+    let n = (photo.width() as u64 * photo.height() as u64).max(1);
+    Rgb(acc.map(|a| (a / n) as u8))
+}
+
+/// As [`crop_square`], painting the rectangle with the given colour.
+pub fn crop_square_filled(
+    photo: &RgbImage,
+    s: Square,
+    fill: Option<(Rect, Rgb<u8>)>,
+    size: u32,
+) -> Result<RgbImage, fos_image::ImageError> {
     let side = s.side.round().max(1.0) as u32;
     let (x0, y0) = (s.x.round() as i64, s.y.round() as i64);
-    let mut sq = RgbImage::from_pixel(side, side, Rgb([128, 128, 128]));
+    let mut sq = RgbImage::from_pixel(side, side, GREY);
     for y in 0..side {
         let py = y0 + y as i64;
         if py < 0 || py >= photo.height() as i64 {
@@ -79,7 +103,7 @@ pub fn crop_square(
             }
         }
     }
-    if let Some(r) = r {
+    if let Some((r, colour)) = fill {
         let (rx0, ry0) = (
             (r.x - s.x).round().max(0.0) as u32,
             (r.y - s.y).round().max(0.0) as u32,
@@ -90,7 +114,7 @@ pub fn crop_square(
         );
         for y in ry0..ry1 {
             for x in rx0..rx1 {
-                sq.put_pixel(x, y, Rgb([128, 128, 128]));
+                sq.put_pixel(x, y, colour);
             }
         }
     }

@@ -161,7 +161,11 @@ impl ResNet50 {
             x = b.forward(x);
         }
         let pooled = global_avg_pool(x.clone());
-        Features { map: x, pooled }
+        Features {
+            map: x.clone(),
+            pooled,
+            last_block: x,
+        }
     }
 
     /// ImageNet logits, if the classifier is loaded.

@@ -57,6 +57,10 @@ pub enum SearchError {
 /// rectangle's by this factor or more are dropped (DiscoFOS's evaluator).
 pub const DEFAULT_ASPECT_FACTOR: f64 = 1.2;
 
+/// With re-ranking, the fusion head re-scores this many embedding candidates
+/// (or `k`, if larger).
+pub const RERANK_POOL: usize = 20;
+
 /// A search request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Query {
@@ -221,9 +225,10 @@ impl Searcher {
     pub fn search(&self, background: &RgbImage, q: &Query) -> Result<Response, SearchError> {
         let t0 = Instant::now();
         let rect = q.validate(background.width(), background.height())?;
-        if q.rerank {
+        if q.rerank && self.encoder.reranker().is_none() {
             return Err(SearchError::Query(
-                "re-ranking needs a trained DiscoFOS model; the model in use has no fusion head"
+                "re-ranking needs a trained DiscoFOS model; the model in use has no fusion head \
+                 (train one with `fos train discofos`)"
                     .into(),
             ));
         }
@@ -242,9 +247,35 @@ impl Searcher {
             }
             None => true,
         };
-        let hits = self
+        let pool = if q.rerank { q.k.max(RERANK_POOL) } else { q.k };
+        let mut hits = self
             .library
-            .search_with(&q.category, &emb, q.k, keep, q.exact)?;
+            .search_with(&q.category, &emb, pool, keep, q.exact)?;
+        let t_retrieve = t0.elapsed();
+        if let Some(r) = self.encoder.reranker().filter(|_| q.rerank) {
+            let cutouts = hits
+                .iter()
+                .map(|&(row, _)| {
+                    let e = self.library.entry(row);
+                    fos_image::decode::load_rgba(
+                        std::path::Path::new(&e.path),
+                        &fos_image::decode::DecodeOptions::default(),
+                    )
+                    .map_err(|err| {
+                        SearchError::Query(format!("cut-out {} ({}): {err}", e.id, e.path))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let fused = r.rerank(background, rect, &cutouts)?;
+            hits = hits
+                .iter()
+                .zip(fused)
+                .map(|(&(row, _), f)| (row, f))
+                .collect();
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        hits.truncate(q.k);
+        let t_rerank = t0.elapsed();
         let results = hits
             .iter()
             .enumerate()
@@ -273,14 +304,15 @@ impl Searcher {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let timing_ms = BTreeMap::from([
             ("encode".to_owned(), ms(t_enc)),
-            ("search".to_owned(), ms(t_search - t_enc)),
+            ("search".to_owned(), ms(t_retrieve - t_enc)),
+            ("rerank".to_owned(), ms(t_rerank - t_retrieve)),
             ("patterns".to_owned(), ms(t_all - t_search)),
             ("total".to_owned(), ms(t_all)),
         ]);
         Ok(Response {
             query: serde_json::json!({
                 "box": q.rect, "category": q.category, "k": q.k, "patterns": q.patterns,
-                "aspect_factor": q.aspect_factor, "background_size": [background.width(), background.height()],
+                "aspect_factor": q.aspect_factor, "rerank": q.rerank, "background_size": [background.width(), background.height()],
                 "approximate": !q.exact && self.library.has_ann(&q.category),
                 "model": self.library.model(),
             }),

@@ -14,7 +14,7 @@ use fos_data::build::{BuildOptions, CocoSource};
 use fos_data::manifest::Dataset;
 use fos_index::{Dtype, Library, LibraryWriter};
 use fos_model::backbone::BackboneKind;
-use fos_model::embed::{Encoder, PretrainedEncoder};
+use fos_model::embed::Encoder;
 use fos_search::{Query, Searcher};
 
 /// Arguments of `fos demo`.
@@ -42,6 +42,11 @@ pub struct Args {
     /// Rebuild the cached data set and library.
     #[arg(long)]
     rebuild: bool,
+    /// Re-rank the top candidates with DiscoFOS's fusion head.
+    #[arg(long)]
+    rerank: bool,
+    #[command(flatten)]
+    enc: super::encoder::EncoderArgs,
 }
 
 const HOW_TO_GET_DATA: &str = "the demo needs COCO photos with instance masks: give --data DIR (or FOS_SAMPLE_DATA) \
@@ -88,22 +93,37 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
             std::env::var("FOS_PYTHON").unwrap_or_else(|_| "python3".into()),
         )?;
     }
-    let enc = PretrainedEncoder::load(kind, fos_model::device())?;
+    let model = a.enc.trained()?;
+    let enc: Box<dyn Encoder> = match &model {
+        Some(m) => Box::new(m.encoder(fos_model::trained::QueryHead::Student)?),
+        None => Box::new(a.enc.pretrained()?),
+    };
     let ds_dir = home.join("dataset");
     let lib_path = super::search::default_index();
     let stale = Library::open(&lib_path)
         .map(|l| l.model() != enc.fingerprint())
         .unwrap_or(true);
     if a.rebuild || !ds_dir.join("dataset.json").is_file() || stale {
-        prepare(&data, &ds_dir, &lib_path, &enc, ctx)?;
+        prepare(&data, &ds_dir, &lib_path, enc.as_ref(), ctx)?;
     }
     let ds = Dataset::open(&ds_dir)?;
     let lib = Library::open(&lib_path)?;
     // The query: the largest test-split instance of the category, on its own
-    // inpainted background, where the answer (its own cut-out) is known.
+    // inpainted background, where the answer (its own cut-out) is known; its
+    // photo is one the model was not trained on.
+    let held_out = |r: &&fos_data::manifest::Record| {
+        let name = r
+            .source_image
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        model.as_ref().is_none_or(|m| !m.trained_on(&name))
+    };
     let r = ds
         .split("test")
         .filter(|r| r.category == a.category && r.background.is_some())
+        .filter(held_out)
         .max_by_key(|r| (r.area, std::cmp::Reverse(r.id.clone())))
         .ok_or_else(|| {
             let cats: Vec<String> = lib.categories().into_iter().map(|(c, _)| c).collect();
@@ -122,9 +142,10 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         bbox[3] as f64,
     ];
     let bg = fos_image::decode::load_rgb(&bg_path, &ctx.decode)?;
-    let searcher = Searcher::new(lib, Box::new(enc))?;
+    let searcher = Searcher::new(lib, enc)?;
     let mut q = Query::new(rect, &a.category);
     q.k = 8;
+    q.rerank = a.rerank;
     q.aspect_factor = None;
     q.patterns = (!searcher.library().patterns().is_empty()).then_some([3, 2]);
     let resp = searcher.search(&bg, &q)?;
@@ -168,7 +189,7 @@ fn prepare(
     data: &Path,
     ds_dir: &Path,
     lib_path: &Path,
-    enc: &PretrainedEncoder,
+    enc: &dyn Encoder,
     ctx: &super::Context,
 ) -> anyhow::Result<()> {
     eprintln!(

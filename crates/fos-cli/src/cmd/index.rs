@@ -7,8 +7,9 @@ use anyhow::{bail, Context as _};
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 use fos_data::manifest::{Dataset, Record};
 use fos_index::{Dtype, Entry, Library, LibraryWriter};
-use fos_model::backbone::BackboneKind;
-use fos_model::embed::{Encoder, PretrainedEncoder};
+use fos_model::embed::Encoder;
+
+pub use super::encoder::EncoderArgs;
 
 /// Arguments of `fos index`.
 #[derive(ClapArgs, Debug)]
@@ -42,8 +43,9 @@ Examples:
   fos index build --dataset data/coco --split test --out test.fos
   fos index build --foregrounds my-cutouts/ --out mine.fos
 
-The encoder is the pretrained backbone (stand-in until a trained model is
-given); its fingerprint is stored, and a search with another model is refused.
+The encoder is the trained model (--model DIR, $FOS_MODEL, else the committed
+models/default; `--model pretrained` for plain backbone features); its
+fingerprint is stored, and a search with another model is refused.
 The library is written to a temporary file and renamed: an interrupted build
 leaves any previous library intact.")]
 pub struct BuildArgs {
@@ -72,24 +74,6 @@ pub struct BuildArgs {
     /// (HNSW, usearch) index, used by search unless --exact. Off by default.
     #[arg(long)]
     ann_threshold: Option<usize>,
-}
-
-/// Which encoder makes the embeddings.
-#[derive(ClapArgs, Debug, Clone)]
-pub struct EncoderArgs {
-    /// Backbone of the pretrained stand-in encoder.
-    #[arg(long, default_value = "efficientnet-lite0")]
-    pub backbone: BackboneKind,
-    /// Cut-outs per forward pass.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub batch: u16,
-}
-
-impl EncoderArgs {
-    /// Loads the encoder.
-    pub fn load(&self) -> anyhow::Result<PretrainedEncoder> {
-        Ok(PretrainedEncoder::load(self.backbone, fos_model::device())?)
-    }
 }
 
 /// Arguments of `fos index add`.
@@ -256,7 +240,7 @@ fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<_>>()?
     };
     let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
-    let emb = embed_paths(&enc, &paths, usize::from(a.enc.batch), ctx)?;
+    let emb = embed_paths(enc.as_ref(), &paths, usize::from(a.enc.batch), ctx)?;
     let dtype = match a.dtype {
         DtypeArg::F16 => Dtype::F16,
         DtypeArg::F32 => Dtype::F32,
@@ -296,7 +280,7 @@ fn add(a: AddArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         .map(|p| png_entry(p, a.category.as_deref()))
         .collect::<anyhow::Result<_>>()?;
     let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
-    let emb = embed_paths(&enc, &paths, usize::from(a.enc.batch), ctx)?;
+    let emb = embed_paths(enc.as_ref(), &paths, usize::from(a.enc.batch), ctx)?;
     let k = entries.len();
     let n = w.add(&enc.fingerprint(), entries, &emb)?;
     println!("added {k} cut-outs; {} now holds {n}", a.library.display());

@@ -6,10 +6,12 @@ pub mod bench_search;
 pub mod classify;
 pub mod dataset;
 pub mod demo;
+pub mod encoder;
 pub mod eval;
 pub mod index;
 pub mod search;
 pub mod serve;
+pub mod train;
 pub mod weights;
 
 use indicatif::{ProgressBar, ProgressStyle};

@@ -119,7 +119,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     q.validate(bg.width(), bg.height())
         .with_context(|| a.background.display().to_string())?;
     let lib = fos_index::Library::open(&index)?;
-    let searcher = Searcher::new(lib, Box::new(a.enc.load()?))?;
+    let searcher = Searcher::new(lib, a.enc.load()?)?;
     let mut resp = searcher.search(&bg, &q)?;
     resp.timing_ms.insert("decode".into(), decode_ms);
     if let Some(dir) = &a.composite {

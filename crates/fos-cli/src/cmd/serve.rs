@@ -52,7 +52,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         );
     }
     let lib = Library::open(&index)?;
-    let searcher = Searcher::new(lib, Box::new(a.enc.load()?))?;
+    let searcher = Searcher::new(lib, a.enc.load()?)?;
     let limits = fos_server::Limits {
         max_upload: a.max_upload_mb.max(1) << 20,
         max_pixels: ctx.decode.max_pixels,

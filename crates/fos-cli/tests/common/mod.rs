@@ -7,14 +7,30 @@ use std::process::{Command, Output};
 use fos_model::backbone::{Backbone, BackboneKind};
 use fos_model::weights::Cache;
 
-/// Runs `fos ARGS` with `$FOS_HOME` = `home` and 2 threads.
+/// Runs `fos ARGS` with `$FOS_HOME` = `home` and 2 threads (with the
+/// pretrained stand-in encoder in a [`synthetic_home`], whose random backbone
+/// the committed model was not trained on).
 pub fn fos(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fos"))
-        .args(args)
-        .env("FOS_HOME", home)
-        .env("FOS_THREADS", "2")
-        .output()
-        .expect("run fos")
+    fos_command(home).args(args).output().expect("run fos")
+}
+
+/// The `fos` command with the environment of [`fos`].
+pub fn fos_command(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fos"));
+    c.env("FOS_HOME", home).env("FOS_THREADS", "2");
+    if home.join(SYNTHETIC).exists() {
+        c.env("FOS_MODEL", "pretrained");
+    } else {
+        c.env_remove("FOS_MODEL");
+    }
+    c
+}
+
+const SYNTHETIC: &str = "SYNTHETIC-WEIGHTS";
+
+/// Marks `home` as holding random weights (see [`fos`]).
+pub fn mark_synthetic(home: &Path) {
+    std::fs::write(home.join(SYNTHETIC), "random Lite0 weights\n").unwrap();
 }
 
 /// A `$FOS_HOME` with random Lite0 weights installed.
@@ -24,6 +40,7 @@ pub fn synthetic_home() -> tempfile::TempDir {
     Cache::at(home.path().join("weights"))
         .store("efficientnet-lite0", &w, "test")
         .unwrap();
+    mark_synthetic(home.path());
     home
 }
 

@@ -128,6 +128,33 @@ impl Weights {
         self.tensors.get(name)
     }
 
+    /// The tensor called `name`, mutably.
+    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut WeightTensor> {
+        self.tensors.get_mut(name)
+    }
+
+    /// Removes and returns the tensor called `name`.
+    pub fn take(&mut self, name: &str) -> Option<WeightTensor> {
+        self.tensors.remove(name)
+    }
+
+    /// Adds every tensor of `other` (replacing same-named ones).
+    pub fn extend(&mut self, other: Weights) {
+        self.tensors.extend(other.tensors);
+    }
+
+    /// The tensors whose names start with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Weights {
+        Weights {
+            tensors: self
+                .tensors
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Whether `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -146,6 +173,24 @@ impl Weights {
     /// Whether there are no tensors.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
+    }
+
+    /// SHA-256 (hex) of the tensors themselves: names, shapes and f32 values
+    /// in name order. Unlike a file digest it does not depend on how the file
+    /// was written (safetensors metadata order varies between writes).
+    pub fn content_digest(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (name, t) in &self.tensors {
+            h.update((name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            h.update((t.shape.len() as u64).to_le_bytes());
+            t.shape
+                .iter()
+                .for_each(|d| h.update((*d as u64).to_le_bytes()));
+            t.data.iter().for_each(|v| h.update(v.to_le_bytes()));
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Total number of scalar parameters.
@@ -228,6 +273,37 @@ impl Weights {
         } else {
             read_pth(&bytes)
         }
+    }
+
+    /// Writes a safetensors file of f16 tensors atomically (trained heads:
+    /// half the size, no measurable loss in ranking).
+    pub fn save_safetensors_f16(&self, path: &Path) -> Result<(), WeightsError> {
+        let bytes: Vec<(&String, Vec<u8>, &WeightTensor)> = self
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                let b = t
+                    .data
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect();
+                (k, b, t)
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(k, b, t)| {
+                TensorView::new(Dtype::F16, t.shape.clone(), b)
+                    .map(|v| (k.as_str(), v))
+                    .map_err(|e| WeightsError::Safetensors(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = safetensors::serialize(views, None)
+            .map_err(|e| WeightsError::Safetensors(e.to_string()))?;
+        fos_image::atomic::write_atomic(path, &out).map_err(|source| WeightsError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Writes a safetensors file atomically.
