@@ -199,7 +199,7 @@ impl Method for DiscoFos {
                 self.emb.insert(r.id.clone(), e);
                 self.maps.insert(r.id.clone(), m);
                 self.aspects
-                    .insert(r.id.clone(), fos_model::trained::alpha_aspect(img));
+                    .insert(r.id.clone(), fos_model::geometry::alpha_aspect(img));
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //! * [`heads`]: the trainable heads of both methods (teacher, student,
 //!   early fusion, DiscoFOS teacher and fusion student).
 //! * [`trained`]: the model directory format and the trained encoders.
+//! * [`geometry`]: the aspect-ratio channel of trained embeddings.
 //!
 //! Batch normalisation is folded into the preceding convolution when weights are
 //! loaded (inference statistics), so a forward pass is convolutions, ReLU6 and adds.
@@ -32,6 +33,7 @@
 pub mod backbone;
 pub mod efficientnet;
 pub mod embed;
+pub mod geometry;
 pub mod heads;
 pub mod imagenet;
 mod layers;
