@@ -95,6 +95,8 @@ pub struct Summary {
 /// Runs `job`.
 pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
     job.config.validate()?;
+    // Refuse an unusable output folder before the long cache step.
+    std::fs::create_dir_all(&job.out).map_err(io(&job.out))?;
     let cfg = &job.config;
     let ds = Dataset::open(&job.dataset)?;
     let kind: BackboneKind = cfg.backbone.parse()?;
