@@ -38,6 +38,22 @@ pub trait Method {
     ) -> Result<Vec<f32>, EvalError>;
 }
 
+/// Decodes the cut-outs of `records`.
+fn load_cutouts<'a>(
+    ds: &Dataset,
+    records: impl Iterator<Item = &'a Record>,
+    decode: &DecodeOptions,
+) -> Result<Vec<image::RgbaImage>, EvalError> {
+    records
+        .map(|r| {
+            Ok(fos_image::decode::load_rgba(
+                &ds.path(&r.foreground),
+                decode,
+            )?)
+        })
+        .collect()
+}
+
 /// Uniform random scores (seeded per query): the chance level.
 pub struct Random {
     seed: u64,
@@ -123,10 +139,7 @@ impl Method for Embedding {
     }
     fn prepare(&mut self, ds: &Dataset, pool: &[&Record]) -> Result<(), EvalError> {
         for chunk in pool.chunks(16) {
-            let imgs = chunk
-                .iter()
-                .map(|r| fos_image::decode::load_rgba(&ds.path(&r.foreground), &self.decode))
-                .collect::<Result<Vec<_>, _>>()?;
+            let imgs = load_cutouts(ds, chunk.iter().copied(), &self.decode)?;
             for (r, e) in chunk.iter().zip(self.encoder.foregrounds(&imgs)?) {
                 self.pool.insert(r.id.clone(), e);
             }
@@ -190,10 +203,7 @@ impl Method for DiscoFos {
     }
     fn prepare(&mut self, ds: &Dataset, pool: &[&Record]) -> Result<(), EvalError> {
         for chunk in pool.chunks(16) {
-            let imgs = chunk
-                .iter()
-                .map(|r| fos_image::decode::load_rgba(&ds.path(&r.foreground), &self.decode))
-                .collect::<Result<Vec<_>, _>>()?;
+            let imgs = load_cutouts(ds, chunk.iter().copied(), &self.decode)?;
             let (e, m) = self.model.foreground_features(&imgs)?;
             for (((r, e), m), img) in chunk.iter().zip(e).zip(m).zip(&imgs) {
                 self.emb.insert(r.id.clone(), e);
@@ -265,10 +275,7 @@ pub fn teacher_accuracy(
         .collect();
     let (mut top1, mut top5) = (0usize, 0usize);
     for chunk in recs.chunks(16) {
-        let imgs = chunk
-            .iter()
-            .map(|(r, _)| fos_image::decode::load_rgba(&ds.path(&r.foreground), decode))
-            .collect::<Result<Vec<_>, _>>()?;
+        let imgs = load_cutouts(ds, chunk.iter().map(|(r, _)| *r), decode)?;
         for (l, (_, y)) in model.pattern_logits(&imgs)?.iter().zip(chunk) {
             let rank = l.iter().filter(|&&v| v > l[*y]).count();
             top1 += (rank == 0) as usize;

@@ -8,10 +8,9 @@
 
 use burn::tensor::Device;
 use fos_image::compose::{on_white_square, Rect};
-use fos_image::preprocess::Preprocess;
 use image::{RgbImage, RgbaImage};
 
-use crate::backbone::{batch, Backbone};
+use crate::backbone::Backbone;
 use crate::query::{crop_square, square_around};
 use crate::ModelError;
 
@@ -83,25 +82,9 @@ impl PretrainedEncoder {
     }
 
     fn pooled(&self, squares: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if squares.is_empty() {
-            return Ok(vec![]);
-        }
-        let size = self.backbone.kind().input_size();
-        let pre = Preprocess::fit(size);
-        let chw = squares
-            .iter()
-            .map(|i| pre.apply(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let f = self.backbone.forward(batch(&chw, size, &self.device)?);
-        let v = crate::to_vec(f.pooled)?;
-        let d = self.backbone.kind().feature_dim();
-        Ok(v.chunks(d)
-            .map(|c| {
-                let mut c = c.to_vec();
-                l2_normalize(&mut c);
-                c
-            })
-            .collect())
+        let (mut pooled, _, _) = crate::trained::features(&self.backbone, squares, &self.device)?;
+        pooled.iter_mut().for_each(|c| l2_normalize(c));
+        Ok(pooled)
     }
 }
 

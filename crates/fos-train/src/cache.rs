@@ -419,7 +419,7 @@ fn unpack(
         composite: Vec::with_capacity(n * (1 + k) * dim),
         negatives_of,
     };
-    let mut it = all.chunks(1).map(|s| s[0]);
+    let mut it = all.into_iter();
     let mut take = |dst: &mut Vec<f32>, len: usize| dst.extend(it.by_ref().take(len));
     for _ in 0..n {
         take(&mut c.fg, vf * dim);

@@ -172,6 +172,7 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
     let cache = cache::build(&ds, cfg, &backbone, &backbone_sha, &cache_dir, p.as_ref())?;
     drop(backbone);
     let cache_seconds = t0.elapsed().as_secs_f64();
+    let dataset_sha256 = cache::key(&ds, &cache.records, cfg, &backbone_sha)?.dataset;
     let labels = stages::pattern_labels(&cache, &patterns)?;
     let mut summary = Summary {
         cache_seconds,
@@ -244,7 +245,7 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
         seconds.extend(summary.stage_seconds.clone());
         info.training = serde_json::json!({
             "dataset": job.dataset.display().to_string(),
-            "dataset_sha256": cache::key(&ds, &cache.records, cfg, &backbone_sha)?.dataset,
+            "dataset_sha256": dataset_sha256,
             "records": {"train": cache.records.iter().filter(|r| r.split == "train").count(),
                         "val": cache.records.iter().filter(|r| r.split == "val").count()},
             "source_images": source_images(&cache.records),

@@ -54,18 +54,24 @@ pub trait Stage {
     fn restore_extra(&mut self, _w: &Weights) {}
 }
 
-pub(crate) fn rows(
-    table: &[f32],
-    idx: impl Iterator<Item = usize>,
-    width: usize,
-    device: &Device,
-) -> Tensor<2> {
+/// Rows `idx` of a table with rows of `width`, concatenated, and their count.
+fn gather(table: &[f32], idx: impl Iterator<Item = usize>, width: usize) -> (Vec<f32>, usize) {
     let mut v = Vec::new();
     let mut n = 0;
     for i in idx {
         v.extend_from_slice(FeatureCache::row(table, i, width));
         n += 1;
     }
+    (v, n)
+}
+
+pub(crate) fn rows(
+    table: &[f32],
+    idx: impl Iterator<Item = usize>,
+    width: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let (v, n) = gather(table, idx, width);
     Tensor::from_data(TensorData::new(v, [n, width]), device)
 }
 
@@ -75,13 +81,7 @@ pub(crate) fn maps(
     c: usize,
     device: &Device,
 ) -> Tensor<4> {
-    let len = c * ROI * ROI;
-    let mut v = Vec::new();
-    let mut n = 0;
-    for i in idx {
-        v.extend_from_slice(FeatureCache::row(table, i, len));
-        n += 1;
-    }
+    let (v, n) = gather(table, idx, c * ROI * ROI);
     Tensor::from_data(TensorData::new(v, [n, c, ROI, ROI]), device)
 }
 
