@@ -351,3 +351,125 @@ fn train_refuses_bad_settings_and_data() {
     let c: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(c["teacher"]["lr"], 0.02);
 }
+
+#[test]
+fn fine_tuning_trains_the_backbone_and_the_model_encodes_with_it() {
+    let Some(home) = real_home() else {
+        return skip(
+            "real EfficientNet-Lite0 weights not installed (fos weights fetch efficientnet-lite0)",
+        );
+    };
+    let Some(f) = fixture() else {
+        return skip("../shared/data/coco-sample not found");
+    };
+    let cfg = f.dir.join("ft.json");
+    std::fs::write(
+        &cfg,
+        r#"{
+  "fg_variants": 2, "query_variants": 2, "negatives": 2,
+  "embed": 64, "hidden": 128, "reduce": 16, "fusion": 32,
+  "teacher": {"epochs": 2},
+  "teacher_fine_tune": {"epochs": 3, "batch": 8, "lr": 0.02, "lr_halve_every": 0},
+  "student": {"epochs": 5, "lr": 0.001}
+}"#,
+    )
+    .unwrap();
+    let m = f.dir.join("tuned");
+    let train = |what: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            what,
+            "--dataset",
+            s(&f.ds),
+            "--out",
+            s(&m),
+            "--config",
+            s(&cfg),
+        ];
+        args.extend_from_slice(extra);
+        fos(&home, &args)
+    };
+    // --fine-tune is for the teacher.
+    assert_clean_error(&train("student", &["--fine-tune"]), "--fine-tune");
+    let o = train("teacher", &["--fine-tune"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A head on the frozen backbone first, then the whole teacher.
+    assert_eq!(losses(&m, "teacher").len(), 2);
+    let l = losses(&m, "teacher-fine-tune");
+    assert_eq!(l.len(), 3);
+    assert!(l[2] < l[0] * 0.9, "fine-tuning loss {l:?}");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
+    assert_eq!(info["fine_tuned_backbone"], true, "{info}");
+
+    // The stored backbone moved away from the pretrained one, a little.
+    let kind = fos_model::backbone::BackboneKind::EfficientNetLite0;
+    let pre = fos_model::weights::Cache::at(home.join("weights"))
+        .load(kind.name(), "")
+        .unwrap();
+    let pre = fos_model::backbone::Backbone::fold(kind, &pre).unwrap();
+    let tuned =
+        fos_model::weights::Weights::load_safetensors(&m.join("weights.safetensors")).unwrap();
+    let name = "_blocks.15._project_conv.weight";
+    let (a, b) = (
+        &pre.tensor(name).unwrap().data,
+        &tuned.tensor(&format!("fg_backbone.{name}")).unwrap().data,
+    );
+    let change: f32 = a.iter().zip(b.iter()).map(|(a, b)| (a - b).abs()).sum();
+    let size: f32 = a.iter().map(|a| a.abs()).sum();
+    assert!(
+        change > 1e-3 * size && change < 0.5 * size,
+        "change {change} of {size}"
+    );
+
+    // The student learns against the fine-tuned teacher; the model indexes
+    // and searches.
+    let o = train("student", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lib = f.dir.join("tuned.fos");
+    let o = fos(
+        &home,
+        &[
+            "index",
+            "build",
+            "--dataset",
+            s(&f.ds),
+            "--split",
+            "test",
+            "--model",
+            s(&m),
+            "--out",
+            s(&lib),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (bg, bbox, _) = common::a_query(&f.ds);
+    let o = fos(
+        &home,
+        &[
+            "search",
+            "--index",
+            s(&lib),
+            "--model",
+            s(&m),
+            "--background",
+            s(&bg),
+            "--box",
+            &bbox,
+            "--category",
+            "person",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(!v["results"].as_array().unwrap().is_empty(), "{v}");
+    // Retraining the teacher frozen drops the fine-tuned backbone.
+    let o = train("teacher", &["--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
+    assert_eq!(info["fine_tuned_backbone"], false);
+    let w = fos_model::weights::Weights::load_safetensors(&m.join("weights.safetensors")).unwrap();
+    assert!(w.names().all(|n| !n.starts_with("fg_backbone.")));
+}

@@ -297,7 +297,9 @@ pub fn decode_rle_string(s: &str) -> Result<Vec<u64>, DataError> {
             }
         }
         if counts.len() > 2 {
-            x += counts[counts.len() - 2];
+            x = x.checked_add(counts[counts.len() - 2]).ok_or_else(|| {
+                DataError::BadMask("RLE string decodes to an out-of-range run".into())
+            })?;
         }
         counts.push(x);
     }

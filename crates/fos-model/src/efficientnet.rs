@@ -10,8 +10,16 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use crate::layers::{conv_bn, global_avg_pool, linear, synth_conv_bn, synth_linear, ConvSpec, Rng};
+use crate::layers::{
+    conv_bn, conv_from, fold_conv_bn, global_avg_pool, linear, synth_conv_bn, synth_linear,
+    ConvSpec, Rng,
+};
 use crate::weights::{Weights, WeightsError};
+
+/// Gives a folded convolution's kernel and bias tensors by convolution name
+/// and kernel shape ([`EfficientNetLite::from_folded`]).
+pub type FoldedSource<'a> =
+    dyn FnMut(&str, &[usize]) -> Result<(Tensor<4>, Tensor<1>), WeightsError> + 'a;
 
 /// Batch-norm epsilon of the TF-trained Lite models.
 pub const BN_EPS: f32 = 1e-3;
@@ -229,50 +237,63 @@ impl EfficientNetLite {
                 specs.len()
             )));
         }
-        let stem = conv_bn(w, "_conv_stem", "_bn0", &stem_spec(), BN_EPS, device)?;
-        let mut blocks = Vec::with_capacity(specs.len());
-        for (i, b) in specs.iter().enumerate() {
-            let p = format!("_blocks.{i}.");
-            let (e, dw, pw) = b.convs();
-            let expand = match e {
-                Some(e) => Some(conv_bn(
-                    w,
-                    &format!("{p}_expand_conv"),
-                    &format!("{p}_bn0"),
-                    &e,
-                    BN_EPS,
-                    device,
-                )?),
-                None => None,
-            };
-            blocks.push(MbConv {
-                expand,
-                depthwise: conv_bn(
-                    w,
-                    &format!("{p}_depthwise_conv"),
-                    &format!("{p}_bn1"),
-                    &dw,
-                    BN_EPS,
-                    device,
-                )?,
-                project: conv_bn(
-                    w,
-                    &format!("{p}_project_conv"),
-                    &format!("{p}_bn2"),
-                    &pw,
-                    BN_EPS,
-                    device,
-                )?,
-                residual: b.stride == 1 && b.cin == b.cout,
-            });
-        }
-        let last = specs.last().map_or(STEM, |b| b.cout);
-        let head = conv_bn(w, "_conv_head", "_bn1", &head_spec(last), BN_EPS, device)?;
         let fc = if w.contains("_fc.weight") {
             Some(linear(w, "_fc", FEATURE_DIM, 1000, device)?)
         } else {
             None
         };
+        Self::assemble(variant, fc, &mut |conv, bn, spec| {
+            conv_bn(w, conv, bn, spec, BN_EPS, device)
+        })
+    }
+
+    /// Every convolution of `variant` in forward order: (convolution name,
+    /// its batch norm's name, geometry), torch names.
+    fn convs(variant: LiteVariant) -> Vec<(String, String, ConvSpec)> {
+        let specs = variant.blocks();
+        let mut out = vec![("_conv_stem".to_owned(), "_bn0".to_owned(), stem_spec())];
+        for (i, b) in specs.iter().enumerate() {
+            let p = format!("_blocks.{i}.");
+            let (e, dw, pw) = b.convs();
+            if let Some(e) = e {
+                out.push((format!("{p}_expand_conv"), format!("{p}_bn0"), e));
+            }
+            out.push((format!("{p}_depthwise_conv"), format!("{p}_bn1"), dw));
+            out.push((format!("{p}_project_conv"), format!("{p}_bn2"), pw));
+        }
+        let last = specs.last().map_or(STEM, |b| b.cout);
+        out.push(("_conv_head".into(), "_bn1".into(), head_spec(last)));
+        out
+    }
+
+    /// The network from one convolution per entry of [`Self::convs`], made by
+    /// `make(conv, bn, spec)`.
+    fn assemble(
+        variant: LiteVariant,
+        fc: Option<Linear>,
+        make: &mut dyn FnMut(&str, &str, &ConvSpec) -> Result<Conv2d, WeightsError>,
+    ) -> Result<Self, WeightsError> {
+        let mut convs = Self::convs(variant).into_iter();
+        let mut next =
+            |make: &mut dyn FnMut(&str, &str, &ConvSpec) -> Result<Conv2d, WeightsError>| {
+                let (c, b, s) = convs.next().expect("one convolution per spec");
+                make(&c, &b, &s)
+            };
+        let stem = next(make)?;
+        let mut blocks = Vec::new();
+        for b in variant.blocks() {
+            let expand = match b.expand != 1 {
+                true => Some(next(make)?),
+                false => None,
+            };
+            blocks.push(MbConv {
+                expand,
+                depthwise: next(make)?,
+                project: next(make)?,
+                residual: b.stride == 1 && b.cin == b.cout,
+            });
+        }
+        let head = next(make)?;
         Ok(Self {
             stem,
             blocks,
@@ -281,42 +302,56 @@ impl EfficientNetLite {
         })
     }
 
+    /// The feature extractor's parameters with batch norm folded in, named
+    /// `CONV.weight` / `CONV.bias` (torch convolution names): what
+    /// fine-tuning trains and a model directory stores. The classifier is
+    /// left out.
+    pub fn fold(variant: LiteVariant, w: &Weights) -> Result<Weights, WeightsError> {
+        let mut out = Weights::new();
+        for (conv, bn, spec) in Self::convs(variant) {
+            let (k, b) = fold_conv_bn(w, &conv, &bn, &spec, BN_EPS)?;
+            out.insert(format!("{conv}.weight"), spec.weight_shape(), k);
+            out.insert(format!("{conv}.bias"), vec![spec.cout], b);
+        }
+        Ok(out)
+    }
+
+    /// The batch-norm scale `gamma / sqrt(var + eps)` of every output channel
+    /// of every convolution, named `CONV.weight` like [`Self::fold`]'s
+    /// kernels: a folded kernel row is the original one times its scale.
+    pub fn fold_scales(variant: LiteVariant, w: &Weights) -> Result<Weights, WeightsError> {
+        let mut out = Weights::new();
+        for (conv, bn, spec) in Self::convs(variant) {
+            let c = spec.cout;
+            let gamma = w.get(&format!("{bn}.weight"), &[c])?;
+            let var = w.get(&format!("{bn}.running_var"), &[c])?;
+            let s = gamma
+                .iter()
+                .zip(var)
+                .map(|(g, v)| g / (v + BN_EPS).sqrt())
+                .collect();
+            out.insert(format!("{conv}.weight"), vec![c], s);
+        }
+        Ok(out)
+    }
+
+    /// The feature extractor from folded parameters ([`Self::fold`]), each
+    /// given by `get(name, shape)`; tensors that track gradients keep doing so.
+    pub fn from_folded(variant: LiteVariant, get: &mut FoldedSource) -> Result<Self, WeightsError> {
+        Self::assemble(variant, None, &mut |conv, _bn, spec| {
+            let (k, b) = get(conv, &spec.weight_shape())?;
+            Ok(conv_from(spec, k, b))
+        })
+    }
+
     /// Deterministic random weights with the right names and shapes (for tests and
     /// for checking a pipeline without downloading anything).
     pub fn synthetic_weights(variant: LiteVariant, seed: u64) -> Weights {
         let mut w = Weights::new();
         let mut rng = Rng::new(seed);
-        synth_conv_bn(&mut w, "_conv_stem", "_bn0", &stem_spec(), &mut rng);
-        let specs = variant.blocks();
-        for (i, b) in specs.iter().enumerate() {
-            let p = format!("_blocks.{i}.");
-            let (e, dw, pw) = b.convs();
-            if let Some(e) = e {
-                synth_conv_bn(
-                    &mut w,
-                    &format!("{p}_expand_conv"),
-                    &format!("{p}_bn0"),
-                    &e,
-                    &mut rng,
-                );
-            }
-            synth_conv_bn(
-                &mut w,
-                &format!("{p}_depthwise_conv"),
-                &format!("{p}_bn1"),
-                &dw,
-                &mut rng,
-            );
-            synth_conv_bn(
-                &mut w,
-                &format!("{p}_project_conv"),
-                &format!("{p}_bn2"),
-                &pw,
-                &mut rng,
-            );
+        for (conv, bn, spec) in Self::convs(variant) {
+            synth_conv_bn(&mut w, &conv, &bn, &spec, &mut rng);
         }
-        let last = specs.last().map_or(STEM, |b| b.cout);
-        synth_conv_bn(&mut w, "_conv_head", "_bn1", &head_spec(last), &mut rng);
         synth_linear(&mut w, "_fc", FEATURE_DIM, 1000, &mut rng);
         w
     }

@@ -15,6 +15,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::backbone::{Backbone, BackboneKind};
 use crate::weights::{Weights, WeightsError};
 
 /// Sizes of every head.
@@ -241,6 +242,28 @@ impl<'a> Binder<'a> {
         Ok(t)
     }
 
+    /// A fine-tunable backbone from folded parameters named `PREFIX` + conv
+    /// name + `.weight` / `.bias` ([`Backbone::fold`]); with `track`, their
+    /// gradients come back through [`Binder::grads`].
+    pub fn backbone(
+        &mut self,
+        kind: BackboneKind,
+        prefix: &str,
+    ) -> Result<Backbone, crate::ModelError> {
+        Backbone::from_folded(kind, &mut |conv, shape| {
+            let k = self.get4(&format!("{prefix}{conv}.weight"))?;
+            let b = self.get1(&format!("{prefix}{conv}.bias"))?;
+            if k.dims()[..] != *shape || b.dims()[0] != shape[0] {
+                return Err(WeightsError::Shape {
+                    name: format!("{prefix}{conv}.weight"),
+                    expected: shape.to_vec(),
+                    found: k.dims().to_vec(),
+                });
+            }
+            Ok((k, b))
+        })
+    }
+
     /// Gradients of every bound parameter, by name (zero where none flowed).
     pub fn grads(&self, g: &burn::tensor::Gradients) -> Result<Weights, crate::ModelError> {
         let mut out = Weights::new();
@@ -382,6 +405,30 @@ pub fn roi_align(map: &[f32], c: usize, h: usize, w: usize, b: [f32; 4]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_backbone_returns_gradients_for_its_parameters() {
+        let kind = BackboneKind::EfficientNetLite0;
+        let folded = Backbone::fold(kind, &Backbone::synthetic_weights(kind, 5)).unwrap();
+        let ad = crate::device().autodiff();
+        let mut b = Binder::new(&folded, &ad, true);
+        let net = b.backbone(kind, "").unwrap();
+        let x: Vec<f32> = (0..3 * 32 * 32)
+            .map(|i| ((i % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        let f = net.forward(Tensor::from_data(TensorData::new(x, [1, 3, 32, 32]), &ad));
+        let g = b.grads(&f.pooled.sum().backward()).unwrap();
+        // Every folded parameter is bound once, and gradients reach the stem.
+        assert_eq!(g.names().count(), folded.names().count());
+        for n in [
+            "_conv_stem.weight",
+            "_conv_head.bias",
+            "_blocks.15._project_conv.weight",
+        ] {
+            let v = &g.tensor(n).unwrap().data;
+            assert!(v.iter().any(|x| *x != 0.0), "{n}: no gradient");
+        }
+    }
 
     fn dims() -> HeadDims {
         HeadDims {

@@ -25,16 +25,16 @@ impl ConvSpec {
     }
 }
 
-/// A convolution followed by batch norm, folded into one biased convolution:
+/// Folds batch norm into the preceding convolution's kernel and a bias:
 /// `w' = w * g / sqrt(v + eps)`, `b' = beta - m * g / sqrt(v + eps)`.
-pub(crate) fn conv_bn(
+/// Returns `(w', b')`, row-major.
+pub(crate) fn fold_conv_bn(
     w: &Weights,
     conv: &str,
     bn: &str,
     spec: &ConvSpec,
     eps: f32,
-    device: &Device,
-) -> Result<Conv2d, WeightsError> {
+) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
     let c = spec.cout;
     let kernel = w.get(&format!("{conv}.weight"), &spec.weight_shape())?;
     let gamma = w.get(&format!("{bn}.weight"), &[c])?;
@@ -51,21 +51,39 @@ pub(crate) fn conv_bn(
             .for_each(|x| *x *= scale);
         bias[o] = beta[o] - mean[o] * scale;
     }
-    Ok(Conv2d {
-        weight: Param::from_tensor(Tensor::from_data(
-            TensorData::new(weight, spec.weight_shape()),
-            device,
-        )),
-        bias: Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(bias, [c]),
-            device,
-        ))),
+    Ok((weight, bias))
+}
+
+/// A biased convolution of geometry `spec` over the given kernel and bias
+/// tensors (tracked tensors stay tracked: their gradients reach the caller).
+pub(crate) fn conv_from(spec: &ConvSpec, weight: Tensor<4>, bias: Tensor<1>) -> Conv2d {
+    Conv2d {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
         stride: [spec.stride; 2],
         kernel_size: [spec.kernel; 2],
         dilation: [1, 1],
         groups: spec.groups,
         padding: spec.padding.clone(),
-    })
+    }
+}
+
+/// A convolution followed by batch norm, folded into one biased convolution
+/// ([`fold_conv_bn`]).
+pub(crate) fn conv_bn(
+    w: &Weights,
+    conv: &str,
+    bn: &str,
+    spec: &ConvSpec,
+    eps: f32,
+    device: &Device,
+) -> Result<Conv2d, WeightsError> {
+    let (weight, bias) = fold_conv_bn(w, conv, bn, spec, eps)?;
+    Ok(conv_from(
+        spec,
+        Tensor::from_data(TensorData::new(weight, spec.weight_shape()), device),
+        Tensor::from_data(TensorData::new(bias, [spec.cout]), device),
+    ))
 }
 
 /// A torch `nn.Linear` (`weight` is `[out, in]`) as a burn `Linear` (`[in, out]`).

@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use fos_image::compose::Rect;
 use fos_search::{Query, SearchError};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -21,6 +22,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code (`invalid_query`, `bad_image`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -143,6 +154,47 @@ async fn read_parts(mp: &mut Multipart) -> Result<(Vec<u8>, Vec<u8>), ApiError> 
     Ok((bg, q))
 }
 
+/// The background bytes and the parsed `query` part of a multipart request.
+async fn parse_parts<T: DeserializeOwned>(mp: &mut Multipart) -> Result<(Vec<u8>, T), ApiError> {
+    let (bg, q) = read_parts(mp).await?;
+    let q = serde_json::from_slice(&q).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("query JSON: {e}"),
+        )
+    })?;
+    Ok((bg, q))
+}
+
+/// Parses a `POST /api/search` request body exactly as the handler does:
+/// the multipart parts (`content_type` carries the boundary), the query JSON,
+/// the background image under `limits` (decoded, pixel cap enforced) and the
+/// query's checks against the image. The fuzz target `request` drives this.
+pub async fn parse_search_request(
+    content_type: &str,
+    body: Vec<u8>,
+    limits: &crate::Limits,
+) -> Result<(image::RgbImage, Query, Rect), ApiError> {
+    use axum::extract::FromRequest;
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .map_err(|e| ApiError::bad(format!("request: {e}")))?;
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::bad(format!("not a multipart request: {e}")))?;
+    let (bg, q): (Vec<u8>, Query) = parse_parts(&mut mp).await?;
+    let opts = fos_image::decode::DecodeOptions {
+        max_pixels: limits.max_pixels,
+    };
+    let img =
+        fos_image::decode::decode_bytes(&bg, std::path::Path::new("background"), &opts)?.to_rgb8();
+    let rect = q.validate(img.width(), img.height())?;
+    Ok((img, q, rect))
+}
+
 pub async fn index() -> Html<&'static str> {
     Html(crate::INDEX_HTML)
 }
@@ -219,14 +271,7 @@ pub async fn search(
 ) -> Result<Json<fos_search::Response>, ApiError> {
     let st2 = st.clone();
     timed(&st, async move {
-        let (bg, q) = read_parts(&mut mp).await?;
-        let q: Query = serde_json::from_slice(&q).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("query JSON: {e}"),
-            )
-        })?;
+        let (bg, q): (Vec<u8>, Query) = parse_parts(&mut mp).await?;
         let st3 = st2.clone();
         let resp = model_work(&st2, move || {
             let img = fos_image::decode::decode_bytes(
@@ -256,14 +301,7 @@ pub async fn composite(
 ) -> Result<Response, ApiError> {
     let st2 = st.clone();
     timed(&st, async move {
-        let (bg, q) = read_parts(&mut mp).await?;
-        let q: CompositeQuery = serde_json::from_slice(&q).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("query JSON: {e}"),
-            )
-        })?;
+        let (bg, q): (Vec<u8>, CompositeQuery) = parse_parts(&mut mp).await?;
         let lib = st2.searcher.library();
         let row = lib.row_of(&q.id).ok_or_else(|| {
             ApiError::new(
@@ -297,4 +335,88 @@ pub async fn composite(
         Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: &str = "bnd";
+
+    fn body(query: Option<&str>, image: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(img) = image {
+            out.extend_from_slice(
+                format!("--{B}\r\nContent-Disposition: form-data; name=\"background\"; filename=\"b.png\"\r\n\r\n").as_bytes(),
+            );
+            out.extend_from_slice(img);
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(q) = query {
+            out.extend_from_slice(
+                format!("--{B}\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\n{q}\r\n")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(format!("--{B}--\r\n").as_bytes());
+        out
+    }
+
+    async fn parse(body: Vec<u8>) -> Result<(image::RgbImage, Query, Rect), ApiError> {
+        let limits = crate::Limits {
+            max_pixels: 10_000,
+            ..Default::default()
+        };
+        parse_search_request(&format!("multipart/form-data; boundary={B}"), body, &limits).await
+    }
+
+    #[tokio::test]
+    async fn requests_parse_or_fail_with_a_client_error() {
+        let png = fos_image::encode::png(&[120u8; 64 * 48 * 3], 64, 48, 3).unwrap();
+        let good = r#"{"box": [10, 8, 20, 30], "category": "person", "k": 5}"#;
+        let (img, q, r) = parse(body(Some(good), Some(&png))).await.unwrap();
+        assert_eq!((img.width(), q.k, r.w, r.h), (64, 5, 20.0, 30.0));
+        let fails = [
+            (body(None, Some(&png)), "bad_request"),
+            (body(Some(good), None), "bad_request"),
+            (
+                body(
+                    Some(r#"{"box": ["a", 1, 2, 3], "category": "x"}"#),
+                    Some(&png),
+                ),
+                "invalid_query",
+            ),
+            (
+                body(
+                    Some(r#"{"box": [60, 40, 20, 30], "category": "x"}"#),
+                    Some(&png),
+                ),
+                "invalid_query",
+            ),
+            (
+                body(
+                    Some(r#"{"box": [1, 1, 0, 3], "category": "x"}"#),
+                    Some(&png),
+                ),
+                "invalid_query",
+            ),
+            (body(Some(good), Some(b"not an image")), "bad_image"),
+            (b"garbage".to_vec(), "bad_multipart"),
+        ];
+        for (b, code) in fails {
+            let e = parse(b).await.unwrap_err();
+            assert!(e.status().is_client_error(), "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+        // Over the pixel cap: 413, decided from the header.
+        let big = fos_image::encode::png(&[0u8; 200 * 100 * 3], 200, 100, 3).unwrap();
+        let e = parse(body(Some(good), Some(&big))).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // Not multipart at all.
+        let limits = crate::Limits::default();
+        let e = parse_search_request("application/json", b"{}".to_vec(), &limits)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
 }

@@ -38,7 +38,7 @@ use fos_image::decode::DecodeOptions;
 use fos_search::Searcher;
 use tokio::sync::Semaphore;
 
-pub use api::ApiError;
+pub use api::{parse_search_request, ApiError};
 
 /// Server limits.
 #[derive(Clone, Debug)]

@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::{jitter_query, jitter_rgb, jitter_rgba, pad_cutout, Jitter};
+use crate::augment::{jitter_query, jitter_rgb, jitter_rgba, pad_cutout, AugmentConfig, Jitter};
 use crate::{io, TrainConfig, TrainError};
 
 /// Records per chunk file.
@@ -183,6 +183,75 @@ struct RecordImages {
     roi: [f32; 4],
 }
 
+/// A cut-out on a white square at `size`: as it is (`plain`), or white-padded
+/// and colour-jittered by `rng` (the teacher's augmentation).
+pub fn cutout_view(
+    fg: &RgbaImage,
+    plain: bool,
+    rng: &mut ChaCha8Rng,
+    augment: &AugmentConfig,
+    size: u32,
+) -> Result<RgbImage, TrainError> {
+    let sq = if plain {
+        on_white_square(fg)
+    } else {
+        let mut c: RgbaImage = pad_cutout(fg, rng, augment.pad);
+        jitter_rgba(&mut c, &Jitter::draw(rng, augment));
+        on_white_square(&c)
+    };
+    Ok(fos_image::resize::resize_rgb(
+        &sq,
+        size,
+        size,
+        fos_image::resize::Filter::Bilinear,
+    )?)
+}
+
+/// The `fg_variants` cached views of one cut-out (view 0 plain), drawn from
+/// the record's generator.
+fn fg_views(
+    fg: &RgbaImage,
+    rng: &mut ChaCha8Rng,
+    cfg: &TrainConfig,
+    size: u32,
+) -> Result<Vec<RgbImage>, TrainError> {
+    (0..cfg.fg_variants)
+        .map(|v| cutout_view(fg, v == 0, rng, &cfg.augment, size))
+        .collect()
+}
+
+/// Pooled features `[record][view][dim]` of the same cut-out views the cache
+/// holds, through another backbone (a fine-tuned teacher's).
+pub fn foreground_view_features(
+    ds: &Dataset,
+    records: &[Record],
+    cfg: &TrainConfig,
+    backbone: &Backbone,
+    progress: &dyn Progress,
+) -> Result<Vec<f32>, TrainError> {
+    let device = fos_model::device();
+    let size = backbone.kind().input_size();
+    let opts = DecodeOptions::default();
+    progress.start(records.len() as u64);
+    let mut out = Vec::new();
+    for chunk in (0..records.len()).collect::<Vec<_>>().chunks(CHUNK) {
+        let views: Vec<Vec<RgbImage>> = chunk
+            .par_iter()
+            .map(|&i| {
+                let fg = fos_image::decode::load_rgba(&ds.path(&records[i].foreground), &opts)?;
+                fg_views(&fg, &mut rng_for(cfg.seed, 2, i), cfg, size)
+            })
+            .collect::<Result<_, TrainError>>()?;
+        let flat: Vec<RgbImage> = views.into_iter().flatten().collect();
+        for b in flat.chunks(BATCH) {
+            out.extend(features(backbone, b, &device)?.0.concat());
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish();
+    Ok(out)
+}
+
 fn record_images(
     ds: &Dataset,
     records: &[Record],
@@ -207,23 +276,7 @@ fn record_images(
         h: h.max(1) as f64,
     };
     let mut rng = rng_for(cfg.seed, 2, i);
-    let mut squares = Vec::new();
-    // Cut-out views.
-    for v in 0..cfg.fg_variants {
-        let sq = if v == 0 {
-            on_white_square(&fg)
-        } else {
-            let mut c: RgbaImage = pad_cutout(&fg, &mut rng, cfg.augment.pad);
-            jitter_rgba(&mut c, &Jitter::draw(&mut rng, &cfg.augment));
-            on_white_square(&c)
-        };
-        squares.push(fos_image::resize::resize_rgb(
-            &sq,
-            size,
-            size,
-            fos_image::resize::Filter::Bilinear,
-        )?);
-    }
+    let mut squares = fg_views(&fg, &mut rng, cfg, size)?;
     // Query views: grey-filled then mean-filled, per view.
     let mean = mean_colour(&bg);
     let mut layouts = Vec::new();

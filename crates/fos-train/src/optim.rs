@@ -60,9 +60,23 @@ impl Optimizer {
         params: &mut Weights,
         grads: &Weights,
     ) -> Result<(), TrainError> {
+        self.step_scaled(lr, params, grads, &|_| 1.0)
+    }
+
+    /// As [`step`](Self::step), with the learning rate of parameter `name`
+    /// multiplied by `scale(name)` (a fine-tuned backbone's smaller rate).
+    pub fn step_scaled(
+        &mut self,
+        lr: f32,
+        params: &mut Weights,
+        grads: &Weights,
+        scale: &dyn Fn(&str) -> f32,
+    ) -> Result<(), TrainError> {
         self.step += 1;
         let t = self.step as i32;
+        let base = lr;
         for name in grads.names().map(str::to_owned).collect::<Vec<_>>() {
+            let lr = base * scale(&name);
             let g = grads.tensor(&name).expect("named by grads");
             let p = params
                 .tensor_mut(&name)
@@ -153,6 +167,22 @@ mod tests {
         assert!((p.tensor("p").unwrap().data[0] - 0.94).abs() < 1e-6);
         o.step(0.1, &mut p, &one(0.5)).unwrap();
         assert!((p.tensor("p").unwrap().data[0] - 0.8266).abs() < 1e-6);
+    }
+
+    #[test]
+    fn scaled_rates_apply_per_parameter() {
+        let mut o = Optimizer::new(OptimConfig::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+        });
+        let mut p = one(1.0);
+        p.insert("bb.q", vec![1], vec![1.0]);
+        let mut g = one(0.5);
+        g.insert("bb.q", vec![1], vec![0.5]);
+        let scale = |n: &str| if n.starts_with("bb.") { 0.1 } else { 1.0 };
+        o.step_scaled(0.1, &mut p, &g, &scale).unwrap();
+        assert!((p.tensor("p").unwrap().data[0] - 0.95).abs() < 1e-6);
+        assert!((p.tensor("bb.q").unwrap().data[0] - 0.995).abs() < 1e-6);
     }
 
     #[test]

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use fos_data::manifest::Dataset;
 use fos_data::Progress;
-use fos_model::backbone::BackboneKind;
+use fos_model::backbone::{Backbone, BackboneKind};
 use fos_model::heads::{Binder, Head, HeadDims};
 use fos_model::trained::{
-    file_sha256, load_backbone, read_model, save_model, ModelInfo, MODEL_VERSION,
+    file_sha256, load_backbone, read_model, save_model, ModelInfo, FG_BACKBONE, MODEL_VERSION,
 };
 use fos_model::weights::Weights;
 use rand::seq::SliceRandom;
@@ -27,7 +27,7 @@ use crate::cache::{self, rng_for};
 use crate::config::StageConfig;
 use crate::log::{self, EpochRow};
 use crate::optim::Optimizer;
-use crate::stages::{self, DiscoStudent, DiscoTeacher, Metrics, Query, Stage, Teacher};
+use crate::stages::{self, DiscoStudent, DiscoTeacher, FineTune, Metrics, Query, Stage, Teacher};
 use crate::{io, TrainConfig, TrainError};
 
 /// What to train.
@@ -69,6 +69,9 @@ pub struct Job {
     pub config: TrainConfig,
     /// Continue from the checkpoints in `out`.
     pub resume: bool,
+    /// Train the teacher through its backbone (fine-tuning) instead of on
+    /// the frozen backbone's cached features.
+    pub fine_tune: bool,
 }
 
 /// Hooks for the front end: progress of the cache and of each stage.
@@ -146,12 +149,31 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
                 training: serde_json::Value::Null,
                 metrics: BTreeMap::new(),
                 geometry_weight: 0.0,
+                fine_tuned_backbone: false,
                 weights_sha256: String::new(),
             },
             Weights::new(),
         ),
     };
     let heads = job.which.heads();
+    if job.fine_tune && !heads.contains(&Head::Teacher) {
+        return Err(TrainError::Config(
+            "--fine-tune trains the teacher's backbone: use it with `fos train teacher` or `all`"
+                .into(),
+        ));
+    }
+    // Fine-tuning starts from the pretrained backbone, batch norm folded in;
+    // the batch-norm scales precondition its gradients.
+    let fine_tune_init = match job.fine_tune {
+        true => {
+            let w = fos_model::weights::Cache::default().load(kind.name(), &kind.install_hint())?;
+            let (mut init, mut scales) = (Weights::new(), Weights::new());
+            add(&mut init, &Backbone::fold(kind, &w)?, FG_BACKBONE);
+            add(&mut scales, &Backbone::fold_scales(kind, &w)?, FG_BACKBONE);
+            Some((init, scales))
+        }
+        false => None,
+    };
     if heads
         .iter()
         .any(|h| matches!(h, Head::Student | Head::EarlyFusion))
@@ -188,12 +210,44 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
         head.init(&dims, cfg.seed ^ head as u64, &mut init);
         let (best, metrics) = match head {
             Head::Teacher => {
-                let mut s = Teacher::new(&cache, labels.clone(), dims, cfg);
-                train_stage(&mut s, job, sc, init, reporter)?
+                // Fine-tuning starts from a head trained on the frozen
+                // backbone: the one in OUT, else one trained first.
+                let warm = info.heads.contains(&Head::Teacher) && !info.fine_tuned_backbone;
+                let (mut best, mut metrics) = match (&fine_tune_init, warm) {
+                    (Some(_), true) => (
+                        weights.with_prefix("teacher."),
+                        info.metrics.get("teacher").cloned().unwrap_or_default(),
+                    ),
+                    _ => {
+                        let mut s = Teacher::new(&cache, labels.clone(), dims, cfg);
+                        train_stage(&mut s, job, sc, init, reporter)?
+                    }
+                };
+                if let Some((w, scales)) = &fine_tune_init {
+                    let mut s =
+                        Teacher::new(&cache, labels.clone(), dims, cfg).fine_tuned(FineTune {
+                            dataset: &ds,
+                            kind,
+                            augment: cfg.augment,
+                            lr_scale: cfg.backbone_lr_scale,
+                            scales,
+                        });
+                    s.init_centres(&best)?;
+                    best.extend(w.clone());
+                    let frozen = std::mem::take(&mut metrics);
+                    (best, metrics) =
+                        train_stage(&mut s, job, cfg.teacher_fine_tune, best, reporter)?;
+                    for (k, v) in frozen {
+                        metrics.insert(format!("frozen_{k}"), v);
+                    }
+                }
+                (best, metrics)
             }
             Head::Student | Head::EarlyFusion => {
                 if targets.is_none() {
-                    targets = Some(stages::teacher_targets(&cache, &weights, dims.embed)?);
+                    targets = Some(teacher_targets(
+                        &ds, &cache, &info, &weights, cfg, reporter,
+                    )?);
                 }
                 let tg = targets.as_deref().expect("computed above");
                 let mut s = Query::new(&cache, head, tg, dims.embed, cfg);
@@ -216,6 +270,11 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
         };
         if head == Head::Teacher {
             targets = None;
+            // A frozen teacher drops the backbone an earlier fine-tuning left.
+            for name in weights.with_prefix(FG_BACKBONE).names() {
+                weights.take(name);
+            }
+            info.fine_tuned_backbone = job.fine_tune;
         }
         weights.extend(best);
         if !info.heads.contains(&head) {
@@ -259,6 +318,26 @@ pub fn run(job: &Job, reporter: &dyn Reporter) -> Result<Summary, TrainError> {
     Ok(summary)
 }
 
+/// The teacher's normalised embeddings of every cached cut-out view: from the
+/// cache, or through the fine-tuned backbone when the model has one.
+fn teacher_targets(
+    ds: &Dataset,
+    cache: &cache::FeatureCache,
+    info: &ModelInfo,
+    weights: &Weights,
+    cfg: &TrainConfig,
+    reporter: &dyn Reporter,
+) -> Result<Vec<f32>, TrainError> {
+    if !info.fine_tuned_backbone {
+        return stages::teacher_targets(&cache.fg, cache.dim, weights, info.dims.embed);
+    }
+    let kind: BackboneKind = info.backbone.parse()?;
+    let net = Backbone::from_folded_weights(kind, weights, FG_BACKBONE, &fos_model::device())?;
+    let p = reporter.progress("teacher-features");
+    let fg = cache::foreground_view_features(ds, &cache.records, cfg, &net, p.as_ref())?;
+    stages::teacher_targets(&fg, cache.dim, weights, info.dims.embed)
+}
+
 /// File names of the photos the model was trained and validated on (sorted),
 /// so that a demo or an evaluation can keep its queries out of them.
 fn source_images(records: &[fos_data::manifest::Record]) -> Vec<String> {
@@ -273,16 +352,7 @@ fn source_images(records: &[fos_data::manifest::Record]) -> Vec<String> {
     v
 }
 
-/// The name of a stage in logs and checkpoints.
-pub fn stage_name(h: Head) -> &'static str {
-    match h {
-        Head::Teacher => "teacher",
-        Head::Student => "student",
-        Head::EarlyFusion => "early-fusion",
-        Head::DiscoTeacher => "discofos-teacher",
-        Head::DiscoStudent => "discofos-student",
-    }
-}
+pub use crate::stages::stage_name;
 
 fn stage_config(cfg: &TrainConfig, h: Head) -> StageConfig {
     match h {
@@ -314,7 +384,7 @@ fn train_stage(
     init: Weights,
     reporter: &dyn Reporter,
 ) -> Result<(Weights, Metrics), TrainError> {
-    let name = stage_name(stage.head());
+    let name = stage.name();
     let seed = job.config.seed;
     let ckdir = job.out.join("checkpoints");
     std::fs::create_dir_all(&ckdir).map_err(io(&ckdir))?;
@@ -382,8 +452,9 @@ fn train_stage(
                 )));
             }
             total += value;
-            let grads = b.grads(&loss.backward())?;
-            opt.step(lr, &mut params, &grads)?;
+            let mut grads = b.grads(&loss.backward())?;
+            stage.precondition(&mut grads);
+            opt.step_scaled(lr, &mut params, &grads, &|n| stage.lr_scale(n))?;
             stage.after_step();
             progress.inc(1);
         }

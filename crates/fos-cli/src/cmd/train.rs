@@ -1,4 +1,5 @@
-//! `fos train`: both methods' heads on a frozen backbone, from a data set.
+//! `fos train`: both methods' heads on a frozen backbone (or the teacher
+//! through a fine-tuned one), from a data set.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ Examples:
   fos train teacher --dataset data/coco --out models/mine --epochs 5
   fos train student --dataset data/coco --out models/mine --config my.json
   fos train all --dataset data/coco --out models/default --resume
+  fos train teacher --fine-tune --dataset data/coco --out models/tuned --epochs 3
 
 The backbone is frozen: its features of every cut-out, query and DiscoFOS
 composite (with augmented variants) are computed once into
@@ -36,7 +38,14 @@ DiscoFOS (composite discriminator, then the distilled fusion student).
 Writes OUT/model.json and OUT/weights.safetensors after each stage, per-epoch
 OUT/log/STAGE.csv and .png, and OUT/checkpoints/ (--resume continues after
 the last finished epoch, with the same result as an uninterrupted run).
---config FILE is JSON over the defaults (print them with --print-config).")]
+--config FILE is JSON over the defaults (print them with --print-config).
+
+--fine-tune trains the teacher through its backbone instead (CPU-heavy:
+a backbone forward and backward pass per cut-out and epoch): padding and
+colour jitter are drawn online, the backbone learns at backbone_lr_scale
+times the head's rate (batch norm frozen), settings `teacher_fine_tune`.
+The model then encodes cut-outs with its own backbone, stored in its
+weights; queries and DiscoFOS keep the frozen one.")]
 pub struct Args {
     /// What to train.
     #[arg(value_enum)]
@@ -59,6 +68,10 @@ pub struct Args {
     /// Continue from OUT/checkpoints.
     #[arg(long)]
     resume: bool,
+    /// Fine-tune the teacher's backbone (teacher or all) instead of training
+    /// its head on cached frozen features.
+    #[arg(long)]
+    fine_tune: bool,
     /// Print the effective settings as JSON and exit.
     #[arg(long)]
     print_config: bool,
@@ -103,6 +116,7 @@ pub fn run(a: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
     if let Some(e) = a.epochs {
         for s in [
             &mut cfg.teacher,
+            &mut cfg.teacher_fine_tune,
             &mut cfg.student,
             &mut cfg.early_fusion,
             &mut cfg.disco_teacher,
@@ -133,6 +147,7 @@ pub fn run(a: Args, _ctx: &super::Context) -> anyhow::Result<ExitCode> {
         which,
         config: cfg,
         resume: a.resume,
+        fine_tune: a.fine_tune,
     };
     let s = run_job(&job, &Cli)?;
     let total = t.elapsed().as_secs_f64();

@@ -10,7 +10,7 @@ mod teacher;
 
 pub use disco::{DiscoStudent, DiscoTeacher};
 pub use query::{tune_geometry, Query};
-pub use teacher::{teacher_targets, Teacher};
+pub use teacher::{teacher_targets, FineTune, Teacher};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,10 +25,25 @@ use crate::TrainError;
 /// Validation metrics by name.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// The name of a head's stage in logs, checkpoints and metrics.
+pub fn stage_name(h: Head) -> &'static str {
+    match h {
+        Head::Teacher => "teacher",
+        Head::Student => "student",
+        Head::EarlyFusion => "early-fusion",
+        Head::DiscoTeacher => "discofos-teacher",
+        Head::DiscoStudent => "discofos-student",
+    }
+}
+
 /// One stage: a head, its samples, its loss and its validation.
 pub trait Stage {
     /// The head it trains.
     fn head(&self) -> Head;
+    /// Its name in logs and checkpoints.
+    fn name(&self) -> &'static str {
+        stage_name(self.head())
+    }
     /// Number of training samples per epoch.
     fn samples(&self) -> usize;
     /// Loss of a batch of sample indices (tracked through `b`).
@@ -39,6 +54,14 @@ pub trait Stage {
         rng: &mut ChaCha8Rng,
         device: &Device,
     ) -> Result<Tensor<1>, TrainError>;
+    /// The learning rate of parameter `name` relative to the stage's (a
+    /// fine-tuned backbone learns slower than its head).
+    fn lr_scale(&self, _name: &str) -> f32 {
+        1.0
+    }
+    /// Adjusts a batch's gradients before the optimiser step (a fine-tuned
+    /// backbone's batch-norm preconditioning).
+    fn precondition(&self, _grads: &mut Weights) {}
     /// Called after each optimiser step (center updates).
     fn after_step(&mut self) {}
     /// Validation metrics of `params`; the key named by

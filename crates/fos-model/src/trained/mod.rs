@@ -4,173 +4,33 @@
 //! A model directory holds `model.json` ([`ModelInfo`]: architecture, sizes,
 //! backbone and its weights' digest, preprocessing, patterns, training data
 //! fingerprint, validation metrics) and `weights.safetensors` (the heads, f16).
-//! The backbone is frozen and not stored: its weights come from the weights
+//! The frozen backbone is not stored: its weights come from the weights
 //! cache and must be the ones the model was trained on (checked by digest).
+//! A teacher trained with `--fine-tune` stores its own backbone (batch norm
+//! folded) in the weights under [`FG_BACKBONE`].
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use fos_image::compose::{on_white_square, Rect};
 use fos_image::preprocess::Preprocess;
 use image::{RgbImage, RgbaImage};
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::backbone::{batch, Backbone, BackboneKind};
 use crate::embed::{l2_normalize, Encoder, Reranker};
 use crate::geometry::{alpha_aspect, geometry_channel, with_geometry};
-use crate::heads::{roi_align, Binder, Head, HeadDims, ROI};
+use crate::heads::{roi_align, Binder, Head, ROI};
 use crate::query::{crop_square_filled, layout, mean_colour, square_around, Square, GREY};
 use crate::weights::Weights;
 use crate::ModelError;
 
-/// The model format this build reads and writes.
-pub const MODEL_VERSION: u32 = 1;
-/// File name of the description.
-pub const MODEL_JSON: &str = "model.json";
-/// File name of the weights.
-pub const WEIGHTS_FILE: &str = "weights.safetensors";
+mod dir;
 
-/// `model.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// Always `fos-model`.
-    pub format: String,
-    /// [`MODEL_VERSION`].
-    pub version: u32,
-    /// Backbone name (`efficientnet-lite0`, ...).
-    pub backbone: String,
-    /// Digest of the backbone weights the heads were trained on
-    /// ([`Weights::content_digest`]).
-    pub backbone_sha256: String,
-    /// Backbone input side in pixels.
-    pub input_size: u32,
-    /// How inputs are prepared (for people reading the file).
-    pub preprocess: BTreeMap<String, String>,
-    /// Head sizes.
-    pub dims: HeadDims,
-    /// Heads present in the weights.
-    pub heads: Vec<Head>,
-    /// Pattern names, in classifier order.
-    pub patterns: Vec<String>,
-    /// How the model was trained: data set and its fingerprint, seed, config,
-    /// time taken.
-    pub training: serde_json::Value,
-    /// Validation metrics per head.
-    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Weight of the explicit aspect-ratio channel in every embedding (see
-    /// [`with_geometry`]); tuned on the validation split after the student.
-    #[serde(default)]
-    pub geometry_weight: f32,
-    /// SHA-256 (hex) of `weights.safetensors`.
-    pub weights_sha256: String,
-}
-
-/// Hex SHA-256 of a file.
-pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
-    Ok(hex(&sha2::Sha256::digest(&bytes)))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Loads `kind` from the weights cache with the digest of its tensors
-/// ([`Weights::content_digest`]), which a model records and checks.
-pub fn load_backbone(
-    kind: BackboneKind,
-    device: &Device,
-) -> Result<(Backbone, String), ModelError> {
-    let w = crate::weights::Cache::default().load(kind.name(), &kind.install_hint())?;
-    let digest = w.content_digest();
-    Ok((Backbone::from_weights(kind, &w, device)?, digest))
-}
-
-/// Writes a model directory: the weights (f16) first, then `model.json`, each
-/// atomically; `model.json` names the weights' digest, so a torn write is
-/// detected on load.
-pub fn save_model(dir: &Path, info: &mut ModelInfo, weights: &Weights) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ModelError::Input(format!("{}: {e}", dir.display())))?;
-    let wpath = dir.join(WEIGHTS_FILE);
-    weights.save_safetensors_f16(&wpath)?;
-    info.weights_sha256 = file_sha256(&wpath)?;
-    let json = serde_json::to_vec_pretty(info)
-        .map_err(|e| ModelError::Input(format!("model.json: {e}")))?;
-    fos_image::atomic::write_atomic(&dir.join(MODEL_JSON), &json)
-        .map_err(|e| ModelError::Input(format!("{}: {e}", dir.display())))
-}
-
-/// Reads and checks `model.json` and the weights of a model directory.
-pub fn read_model(dir: &Path) -> Result<(ModelInfo, Weights), ModelError> {
-    let bad = |m: String| ModelError::Model(format!("{}: {m}", dir.display()));
-    let jpath = dir.join(MODEL_JSON);
-    let text = std::fs::read(&jpath).map_err(|e| bad(format!("cannot read {MODEL_JSON}: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| bad(format!("{MODEL_JSON} is not JSON: {e}")))?;
-    if v.get("format").and_then(|f| f.as_str()) != Some("fos-model") {
-        return Err(bad(format!("{MODEL_JSON} is not a fos model description")));
-    }
-    match v.get("version").and_then(|f| f.as_u64()) {
-        Some(n) if n == MODEL_VERSION as u64 => {}
-        other => {
-            return Err(bad(format!(
-                "model format version {other:?}; this fos reads version {MODEL_VERSION} (retrain, or use the fos that made it)"
-            )))
-        }
-    }
-    let info: ModelInfo =
-        serde_json::from_value(v).map_err(|e| bad(format!("{MODEL_JSON}: {e}")))?;
-    let wpath = dir.join(WEIGHTS_FILE);
-    let digest = file_sha256(&wpath).map_err(|e| bad(e.to_string()))?;
-    if digest != info.weights_sha256 {
-        return Err(bad(format!(
-            "{WEIGHTS_FILE} does not match {MODEL_JSON} (sha256 {} vs {}): damaged or from another model",
-            &digest[..16],
-            &info.weights_sha256.get(..16).unwrap_or("?")
-        )));
-    }
-    let weights = Weights::load_safetensors(&wpath).map_err(|e| bad(e.to_string()))?;
-    if info.dims.patterns != info.patterns.len() {
-        return Err(bad(format!(
-            "dims.patterns is {} but {} pattern names are listed",
-            info.dims.patterns,
-            info.patterns.len()
-        )));
-    }
-    for h in &info.heads {
-        h.check(&info.dims, &weights).map_err(|e| {
-            bad(format!(
-                "the weights do not fit the sizes in {MODEL_JSON} ({e})"
-            ))
-        })?;
-    }
-    Ok((info, weights))
-}
-
-/// Where the default model is: `$FOS_MODEL` when set, else `models/default`
-/// beside the executable's checkout (walking up from the executable), else
-/// the source tree this binary was built from. `None` when there is none.
-pub fn default_model_dir() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FOS_MODEL") {
-        return Some(PathBuf::from(p));
-    }
-    let has = |d: &Path| d.join(MODEL_JSON).is_file();
-    if let Ok(exe) = std::env::current_exe() {
-        for up in exe.ancestors().skip(1).take(5) {
-            let d = up.join("models/default");
-            if has(&d) {
-                return Some(d);
-            }
-        }
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default");
-    has(&built).then_some(built)
-}
+pub use dir::{
+    default_model_dir, file_sha256, load_backbone, read_model, save_model, ModelInfo, FG_BACKBONE,
+    MODEL_JSON, MODEL_VERSION, WEIGHTS_FILE,
+};
 
 /// One vector per image.
 pub type Rows = Vec<Vec<f32>>;
@@ -224,6 +84,8 @@ pub struct QueryFeatures {
 pub struct TrainedModel {
     info: ModelInfo,
     backbone: Backbone,
+    /// The teacher's fine-tuned backbone, when it was trained so.
+    fg_backbone: Option<Backbone>,
     weights: Weights,
     device: Device,
     fingerprint: String,
@@ -256,10 +118,24 @@ impl TrainedModel {
                 kind.name()
             )));
         }
+        let fg_backbone = match info.fine_tuned_backbone {
+            true => Some(
+                Backbone::from_folded_weights(kind, &weights, FG_BACKBONE, &device).map_err(
+                    |e| {
+                        ModelError::Model(format!(
+                            "{}: the fine-tuned backbone in {WEIGHTS_FILE} is unusable: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?,
+            ),
+            false => None,
+        };
         let fingerprint = String::new();
         let mut m = TrainedModel {
             info,
             backbone,
+            fg_backbone,
             weights,
             device,
             fingerprint,
@@ -315,33 +191,70 @@ impl TrainedModel {
         features(&self.backbone, squares, &self.device)
     }
 
-    /// Teacher embeddings (L2-normalised, with the aspect channel) and 7x7
-    /// maps of cut-outs.
-    pub fn foreground_features(&self, cutouts: &[RgbaImage]) -> Result<(Rows, Rows), ModelError> {
-        self.need(Head::Teacher)?;
+    /// Pooled features of cut-outs on white squares from the teacher's
+    /// backbone (the fine-tuned one when the model has it).
+    fn teacher_pooled(&self, cutouts: &[RgbaImage]) -> Result<Rows, ModelError> {
         let squares: Vec<RgbImage> = cutouts.iter().map(on_white_square).collect();
-        let (pooled, maps, [h, w]) = self.backbone_features(&squares)?;
+        let net = self.fg_backbone.as_ref().unwrap_or(&self.backbone);
+        Ok(features(net, &squares, &self.device)?.0)
+    }
+
+    fn embed_pooled(&self, pooled: &Rows, cutouts: &[RgbaImage]) -> Result<Rows, ModelError> {
         let g = self.info.geometry_weight;
-        let emb = self
-            .head_rows(&pooled, |b, x| b.teacher_embed(x))?
+        Ok(self
+            .head_rows(pooled, |b, x| b.teacher_embed(x))?
             .into_iter()
             .zip(cutouts)
             .map(|(e, c)| with_geometry(e, alpha_aspect(c), g))
-            .collect();
+            .collect())
+    }
+
+    fn roi_maps(&self, maps: &Rows, [h, w]: [usize; 2]) -> Rows {
         let c = self.info.dims.map_channels;
-        let maps = maps
-            .iter()
+        maps.iter()
             .map(|m| roi_align(m, c, h, w, [0.0, 0.0, 1.0, 1.0]))
-            .collect();
-        Ok((emb, maps))
+            .collect()
+    }
+
+    /// Teacher embeddings of cut-outs (L2-normalised, with the aspect channel).
+    pub fn foreground_embeddings(&self, cutouts: &[RgbaImage]) -> Result<Rows, ModelError> {
+        self.need(Head::Teacher)?;
+        let pooled = self.teacher_pooled(cutouts)?;
+        self.embed_pooled(&pooled, cutouts)
+    }
+
+    /// The 7x7 maps of cut-outs that DiscoFOS's fusion head reads (from the
+    /// frozen backbone).
+    pub fn foreground_maps(&self, cutouts: &[RgbaImage]) -> Result<Rows, ModelError> {
+        let squares: Vec<RgbImage> = cutouts.iter().map(on_white_square).collect();
+        let (_, maps, hw) = self.backbone_features(&squares)?;
+        Ok(self.roi_maps(&maps, hw))
+    }
+
+    /// Teacher embeddings ([`foreground_embeddings`](Self::foreground_embeddings))
+    /// and 7x7 maps ([`foreground_maps`](Self::foreground_maps)) of cut-outs:
+    /// one backbone pass, two when the teacher's backbone is fine-tuned.
+    pub fn foreground_features(&self, cutouts: &[RgbaImage]) -> Result<(Rows, Rows), ModelError> {
+        self.need(Head::Teacher)?;
+        if self.fg_backbone.is_some() {
+            return Ok((
+                self.foreground_embeddings(cutouts)?,
+                self.foreground_maps(cutouts)?,
+            ));
+        }
+        let squares: Vec<RgbImage> = cutouts.iter().map(on_white_square).collect();
+        let (pooled, maps, hw) = self.backbone_features(&squares)?;
+        Ok((
+            self.embed_pooled(&pooled, cutouts)?,
+            self.roi_maps(&maps, hw),
+        ))
     }
 
     /// Pattern logits of cut-outs (the teacher as a classifier over
     /// [`ModelInfo::patterns`]).
     pub fn pattern_logits(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError> {
         self.need(Head::Teacher)?;
-        let squares: Vec<RgbImage> = cutouts.iter().map(on_white_square).collect();
-        let (pooled, _, _) = self.backbone_features(&squares)?;
+        let pooled = self.teacher_pooled(cutouts)?;
         if pooled.is_empty() {
             return Ok(vec![]);
         }
@@ -534,7 +447,7 @@ impl Encoder for TrainedEncoder {
         self.model.info.dims.embed + 2
     }
     fn foregrounds(&self, cutouts: &[RgbaImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        Ok(self.model.foreground_features(cutouts)?.0)
+        self.model.foreground_embeddings(cutouts)
     }
     fn query(&self, background: &RgbImage, rect: Rect) -> Result<Vec<f32>, ModelError> {
         match self.query {
@@ -559,7 +472,7 @@ impl Reranker for TrainedEncoder {
         cutouts: &[RgbaImage],
     ) -> Result<Vec<f32>, ModelError> {
         let q = self.model.query_features(background, rect)?;
-        let (_, maps) = self.model.foreground_features(cutouts)?;
+        let maps = self.model.foreground_maps(cutouts)?;
         let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
         let aspects: Vec<f64> = cutouts.iter().map(alpha_aspect).collect();
         self.model.rerank_scores(&q, &refs, &aspects)
