@@ -38,7 +38,8 @@ fn exercise(bytes: &[u8]) {
                 let _ = lib.entry(r);
             }
             assert_eq!(lib.scores(&q, &rows).len(), rows.len());
-            let _ = lib.search(&q, &cat, 5);
+            let _ = lib.search(&cat, &q, 5, |_| true);
+            let _ = lib.search_with(&cat, &q, 5, |_| true, true);
         }
         for p in 0..lib.patterns().len() {
             let _ = lib.pattern_members(p);

@@ -363,6 +363,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rle_runs_that_overflow_are_an_error() {
+        // 2^58 a hundred times: from the third number on each is added to
+        // the one two places before, so every other run grows by 2^58 and
+        // passes 2^63 after 32 steps.
+        let s = "PPPPPPPPPPP8".repeat(100);
+        let e = decode_rle_string(&s).unwrap_err().to_string();
+        assert!(e.contains("out-of-range"), "{e}");
+    }
+
+    #[test]
     fn rle_counts_are_column_major() {
         // 3x2 mask (w=3, h=2): column 0 = [0,1], column 1 = [1,1], column 2 = [0,0]
         let m = Mask::from_rle_counts(3, 2, &[1, 3, 2]).unwrap();
