@@ -273,27 +273,25 @@ impl EfficientNetLite {
         fc: Option<Linear>,
         make: &mut dyn FnMut(&str, &str, &ConvSpec) -> Result<Conv2d, WeightsError>,
     ) -> Result<Self, WeightsError> {
-        let mut convs = Self::convs(variant).into_iter();
-        let mut next =
-            |make: &mut dyn FnMut(&str, &str, &ConvSpec) -> Result<Conv2d, WeightsError>| {
-                let (c, b, s) = convs.next().expect("one convolution per spec");
-                make(&c, &b, &s)
-            };
-        let stem = next(make)?;
+        let mut convs = Self::convs(variant)
+            .into_iter()
+            .map(|(c, b, s)| make(&c, &b, &s));
+        let mut next = || convs.next().expect("one convolution per spec");
+        let stem = next()?;
         let mut blocks = Vec::new();
         for b in variant.blocks() {
             let expand = match b.expand != 1 {
-                true => Some(next(make)?),
+                true => Some(next()?),
                 false => None,
             };
             blocks.push(MbConv {
                 expand,
-                depthwise: next(make)?,
-                project: next(make)?,
+                depthwise: next()?,
+                project: next()?,
                 residual: b.stride == 1 && b.cin == b.cout,
             });
         }
-        let head = next(make)?;
+        let head = next()?;
         Ok(Self {
             stem,
             blocks,
