@@ -235,6 +235,91 @@ fn bench_reports_throughput_as_json() {
     assert!(r.iter().all(|r| r["images_per_s"].as_f64().unwrap() > 0.0));
 }
 
+/// The vector side of the benchmark harness (bench/run.py) on a small
+/// library: the files it writes open, batch and single-query scans agree,
+/// and the approximate index reaches its recall target.
+#[test]
+fn bench_vectors_exact_ann_and_memory_report_json() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("v");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = fos(home.path(), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_default()
+    };
+    let d = dir.to_str().unwrap();
+    run(&[
+        "bench",
+        "vectors",
+        "--n",
+        "3000",
+        "--dim",
+        "64",
+        "--queries",
+        "100",
+        "--out",
+        d,
+    ]);
+    let (base, queries) = (dir.join("base-3000-64.fos"), dir.join("queries-64.fos"));
+    let lq = [
+        "--library",
+        base.to_str().unwrap(),
+        "--queries",
+        queries.to_str().unwrap(),
+    ];
+    let exact = run(&[
+        &["bench", "exact"][..],
+        &lq,
+        &["--seconds", "0.05", "--json"],
+    ]
+    .concat());
+    assert_eq!(exact["n"], 3000);
+    assert_eq!(exact["query0_top"].as_array().unwrap().len(), 10);
+    let batches: Vec<u64> = exact["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(batches, [1, 64]);
+    let ann = run(&[&["bench", "ann"][..], &lq, &["--n-queries", "50", "--json"]].concat());
+    let chosen = &ann["chosen"];
+    assert!(chosen["recall@10"].as_f64().unwrap() >= 0.95, "{ann}");
+    let mem = run(&["bench", "memory", "--mib", "32", "--json"]);
+    assert!(mem["read_gb_per_s"].as_f64().unwrap() > 0.1);
+    // A query library of another dimension is refused, not a panic.
+    run(&[
+        "bench",
+        "vectors",
+        "--n",
+        "10",
+        "--dim",
+        "32",
+        "--queries",
+        "5",
+        "--out",
+        d,
+    ]);
+    let out = fos(
+        home.path(),
+        &[
+            "bench",
+            "exact",
+            "--library",
+            base.to_str().unwrap(),
+            "--queries",
+            dir.join("queries-32.fos").to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32 values"));
+}
+
 #[test]
 fn help_shows_examples() {
     let home = tempfile::tempdir().unwrap();

@@ -7,6 +7,9 @@
 //! * [`library`]: [`Library`] (open, memory-mapped, verified) with exact
 //!   cosine search per category and pattern-level search;
 //!   [`LibraryWriter`] (one writer at a time, by a lock file) for add/remove.
+//! * [`ann`]: the optional approximate (HNSW) index of large categories.
+//! * [`scan`]: the exact-scan kernels (SIMD f16 dot products for one query,
+//!   tiled matrix products for a batch) and the running top-`k`.
 //!
 //! ```no_run
 //! use fos_index::Library;
@@ -20,8 +23,10 @@
 
 #![warn(missing_docs)]
 
+pub mod ann;
 pub mod format;
 pub mod library;
+pub mod scan;
 
 pub use format::{Dtype, Entry};
 pub use library::{Library, LibraryWriter};

@@ -14,6 +14,10 @@ Examples:
   fos bench backbone --threads 2
   fos bench backbone --backbone efficientnet-lite2 --batches 1,32 --json
   fos bench search --sizes 1000,100000,1000000 --threads 2
+  fos bench vectors --n 100000 --dim 1280 --out bench/work
+  fos bench exact --library bench/work/base-100000-1280.fos --queries bench/work/queries-1280.fos --batches 1,64
+  fos bench ann --library bench/work/base-100000-1280.fos --queries bench/work/queries-1280.fos
+  fos bench memory --mib 1024
   fos bench http --addr 127.0.0.1:8080 --clients 100 --seconds 30 --background photo.jpg")]
 pub struct Args {
     #[command(subcommand)]
@@ -26,6 +30,15 @@ enum What {
     Search(super::bench_search::SearchArgs),
     /// Load test of a running `fos serve` (many concurrent clients).
     Http(super::bench_http::HttpArgs),
+    /// Write a synthetic base library and query library (for `exact`/`ann`
+    /// and the Python peers in bench/).
+    Vectors(super::bench_vectors::VectorsArgs),
+    /// Exact top-k search throughput at several query batch sizes.
+    Exact(super::bench_vectors::ExactArgs),
+    /// Approximate (HNSW) search: build time, recall@10 and latency per ef.
+    Ann(super::bench_vectors::AnnArgs),
+    /// Memory bandwidth of a streaming read (the floor of a flat scan).
+    Memory(super::bench_vectors::MemoryArgs),
     /// Backbone forward throughput (images/s) at several batch sizes.
     Backbone {
         /// Backbone to measure.
@@ -62,6 +75,10 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         return match args.what {
             What::Search(a) => super::bench_search::run(a, ctx),
             What::Http(a) => super::bench_http::run(a),
+            What::Vectors(a) => super::bench_vectors::vectors(a).map(|()| ExitCode::SUCCESS),
+            What::Exact(a) => super::bench_vectors::exact(a).map(|()| ExitCode::SUCCESS),
+            What::Ann(a) => super::bench_vectors::ann(a).map(|()| ExitCode::SUCCESS),
+            What::Memory(a) => super::bench_vectors::memory(a).map(|()| ExitCode::SUCCESS),
             What::Backbone { .. } => unreachable!("matched above"),
         };
     };
@@ -84,7 +101,9 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let x = batch(&chw, size, &device)?;
-        let _ = fos_model::to_vec(net.forward(x.clone()).pooled)?; // warm-up
+        // Warm-up; image 0's first pooled features let the peers check that
+        // they run the same network on the same input.
+        let pooled = fos_model::to_vec(net.forward(x.clone()).pooled)?;
         let iters = images.div_ceil(b).max(2);
         let pb = super::progress(iters as u64, &format!("batch {b}"));
         let t = Instant::now();
@@ -98,6 +117,7 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         rows.push(serde_json::json!({
             "batch": b, "images": iters * b, "seconds": secs,
             "images_per_s": ips, "ms_per_batch": secs * 1e3 / iters as f64,
+            "pooled0_head": &pooled[..8.min(pooled.len())],
         }));
     }
     if json {

@@ -1,5 +1,7 @@
-//! `fos bench search`: end-to-end query latency (decode, crop + backbone,
-//! exact search) over libraries of synthetic embeddings of several sizes.
+//! `fos bench search`: end-to-end query latency (decode, crop, backbone,
+//! query head, search, hits) through the same `Searcher` that `fos search`
+//! and the server use, over libraries of synthetic embeddings of several
+//! sizes made for the encoder in use (its dimension and fingerprint).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,7 +12,9 @@ use fos_image::compose::Rect;
 use fos_index::{Dtype, Entry, Library, LibraryWriter};
 use fos_model::backbone::{Backbone, BackboneKind};
 use fos_model::embed::{Encoder, PretrainedEncoder};
+use fos_search::{Query, Searcher};
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 
 /// Arguments of `fos bench search`.
 #[derive(ClapArgs, Debug)]
@@ -18,18 +22,18 @@ pub struct SearchArgs {
     /// Library sizes (cut-outs), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     sizes: Vec<usize>,
-    /// Embedding size.
-    #[arg(long, default_value_t = 1280)]
-    dim: usize,
     /// Queries timed per size.
     #[arg(long, default_value_t = 30)]
     queries: usize,
     /// The background photo (default: a coco-sample photo, else a generated one).
     #[arg(long)]
     background: Option<PathBuf>,
-    /// Use random backbone weights (same speed) instead of the installed ones.
+    /// Use the pretrained stand-in with random backbone weights (same speed
+    /// as the real backbone, no head) instead of the model in use.
     #[arg(long)]
     synthetic: bool,
+    #[command(flatten)]
+    enc: super::encoder::EncoderArgs,
     /// Keep the synthetic libraries in this folder (they carry the encoder's
     /// fingerprint, so `fos serve --index` can serve them for load tests).
     #[arg(long)]
@@ -69,6 +73,31 @@ fn ann_figures(lib: &Library, dim: usize) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// One encoder shared by the searchers of all sizes.
+struct Shared(std::sync::Arc<dyn Encoder>);
+
+impl Encoder for Shared {
+    fn fingerprint(&self) -> String {
+        self.0.fingerprint()
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn foregrounds(
+        &self,
+        cutouts: &[image::RgbaImage],
+    ) -> Result<Vec<Vec<f32>>, fos_model::ModelError> {
+        self.0.foregrounds(cutouts)
+    }
+    fn query(
+        &self,
+        background: &image::RgbImage,
+        rect: Rect,
+    ) -> Result<Vec<f32>, fos_model::ModelError> {
+        self.0.query(background, rect)
+    }
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -77,14 +106,19 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::ExitCode> {
     let kind = BackboneKind::EfficientNetLite0;
     let device = fos_model::device();
-    let enc = if a.synthetic {
-        PretrainedEncoder::new(
+    let enc: std::sync::Arc<dyn Encoder> = if a.synthetic {
+        std::sync::Arc::new(PretrainedEncoder::new(
             Backbone::from_weights(kind, &Backbone::synthetic_weights(kind, 0), &device)?,
             device,
-        )
+        ))
     } else {
-        PretrainedEncoder::load(kind, device).context("use --synthetic to time random weights")?
+        std::sync::Arc::from(
+            a.enc
+                .load()
+                .context("use --synthetic to time random weights")?,
+        )
     };
+    let dim = enc.dim();
     let bg_bytes = match &a.background {
         Some(p) => std::fs::read(p).with_context(|| p.display().to_string())?,
         None => {
@@ -102,13 +136,13 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
     for &n in &a.sizes {
-        let path = dir.join(format!("bench-{n}x{}.fos", a.dim));
+        let path = dir.join(format!("bench-{n}x{}.fos", dim));
         let t = Instant::now();
         let pb = super::spinner(&format!("writing a library of {n} random embeddings"));
         {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n as u64);
-            let mut emb = vec![0f32; n * a.dim];
-            for row in emb.chunks_exact_mut(a.dim) {
+            let mut emb = vec![0f32; n * dim];
+            for row in emb.chunks_exact_mut(dim) {
                 row.iter_mut().for_each(|v| *v = rng.random::<f32>() - 0.5);
                 fos_model::embed::l2_normalize(row);
             }
@@ -124,7 +158,7 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
             let threshold = if a.ann { 1 } else { usize::MAX };
             LibraryWriter::lock(&path)?.ann_threshold(threshold).write(
                 &enc.fingerprint(),
-                a.dim,
+                dim,
                 Dtype::F16,
                 entries,
                 &emb,
@@ -133,9 +167,9 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
         pb.finish_and_clear();
         let write_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let lib = Library::open(&path)?;
+        let searcher = Searcher::new(Library::open(&path)?, Box::new(Shared(enc.clone())))?;
         let open_s = t.elapsed().as_secs_f64();
-        let (mut dec, mut crop, mut search, mut total) = (vec![], vec![], vec![], vec![]);
+        let (mut dec, mut total, mut stage) = (vec![], vec![], BTreeMap::<String, Vec<f64>>::new());
         let pb = super::progress(a.queries as u64, &format!("{n} cut-outs"));
         for q in 0..a.queries + 1 {
             let t0 = Instant::now();
@@ -146,31 +180,33 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
             )?
             .to_rgb8();
             let t1 = Instant::now();
-            let rect = Rect {
-                x: bg.width() as f64 * 0.4,
-                y: bg.height() as f64 * 0.3,
-                w: bg.width() as f64 * 0.15,
-                h: bg.height() as f64 * 0.5,
-            };
-            let mut v = enc.query(&bg, rect)?;
-            v.resize(a.dim, 0.0);
-            fos_model::embed::l2_normalize(&mut v);
+            let (w, h) = (bg.width() as f64, bg.height() as f64);
+            let mut query = Query::new([w * 0.4, h * 0.3, w * 0.15, h * 0.5], "person");
+            query.aspect_factor = None;
+            let resp = searcher.search(&bg, &query)?;
             let t2 = Instant::now();
-            let hits = lib.search("person", &v, 10, |_| true)?;
-            let t3 = Instant::now();
-            assert_eq!(hits.len(), 10.min(n));
+            assert_eq!(resp.results.len(), 10.min(n));
             if q > 0 {
                 let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
                 dec.push(ms(t0, t1));
-                crop.push(ms(t1, t2));
-                search.push(ms(t2, t3));
-                total.push(ms(t0, t3));
+                for (k, v) in &resp.timing_ms {
+                    stage.entry(k.clone()).or_default().push(*v);
+                }
+                total.push(ms(t0, t2));
                 pb.inc(1);
             }
         }
+        let lib = searcher.library();
+        let p50 = |k: &str, stage: &mut BTreeMap<String, Vec<f64>>| {
+            stage.get_mut(k).map_or(0.0, |v| pct(v, 0.5))
+        };
+        let (mut crop, mut search) = (
+            vec![p50("encode", &mut stage)],
+            stage.remove("search").unwrap_or_default(),
+        );
         pb.finish_and_clear();
         let ann = if a.ann {
-            Some(ann_figures(&lib, a.dim)?)
+            Some(ann_figures(lib, dim)?)
         } else {
             None
         };
@@ -179,7 +215,7 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
             std::fs::remove_file(&path)?;
         }
         rows.push(serde_json::json!({
-            "cutouts": n, "dim": a.dim, "dtype": "f16", "file_mb": bytes as f64 / 1e6,
+            "cutouts": n, "dim": dim, "dtype": "f16", "encoder": enc.fingerprint(), "file_mb": bytes as f64 / 1e6,
             "write_s": write_s, "open_verify_s": open_s,
             "decode_ms_p50": pct(&mut dec, 0.5), "encode_ms_p50": pct(&mut crop, 0.5),
             "search_ms_p50": pct(&mut search.clone(), 0.5), "search_ms_p99": pct(&mut search, 0.99),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_http;
 pub mod bench_search;
+pub mod bench_vectors;
 pub mod classify;
 pub mod dataset;
 pub mod demo;
