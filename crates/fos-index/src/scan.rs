@@ -53,17 +53,23 @@ impl Block<'_> {
 /// Dot product of two f32 slices (the compiler vectorises the 8-wide
 /// accumulation).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_widened(a, b, |x| x)
+}
+
+/// Dot product with each value of `a` widened by `widen`, in 8 lanes.
+#[inline]
+fn dot_widened<T: Copy>(a: &[T], b: &[f32], widen: impl Fn(T) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, y)| widen(x) * y)
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += widen(x[i]) * y[i];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -86,20 +92,7 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
 
 /// The portable version of [`dot_f16`].
 pub fn dot_f16_scalar(a: &[f16], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x.to_f32() * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i].to_f32() * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    dot_widened(a, b, f16::to_f32)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -16,6 +16,8 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::json;
 
+use super::bench_search::pct;
+
 /// Fingerprint written into the synthetic libraries.
 const MODEL: &str = "bench-synthetic";
 /// Latent factors of the synthetic embeddings.
@@ -178,11 +180,6 @@ fn open_pair(library: &Path, queries: &Path) -> anyhow::Result<(Library, Vec<f32
         );
     }
     Ok((lib, q.all_embeddings()))
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// `fos bench exact`: top-k per query at several batch sizes.
