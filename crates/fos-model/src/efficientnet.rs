@@ -11,7 +11,7 @@ use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::layers::{
-    conv_bn, conv_from, fold_conv_bn, global_avg_pool, linear, synth_conv_bn, synth_linear,
+    conv_bn, conv_from, fold_conv_bn, global_avg_pool, linear, relu6, synth_conv_bn, synth_linear,
     ConvSpec, Rng,
 };
 use crate::weights::{Weights, WeightsError};
@@ -177,9 +177,9 @@ impl MbConv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
         if let Some(e) = &self.expand {
-            h = e.forward(h).clamp(0.0, 6.0);
+            h = relu6(e.forward(h));
         }
-        h = self.depthwise.forward(h).clamp(0.0, 6.0);
+        h = relu6(self.depthwise.forward(h));
         h = self.project.forward(h);
         if self.residual {
             h + x
@@ -356,11 +356,11 @@ impl EfficientNetLite {
 
     /// Feature map and pooled feature of a normalised batch `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Features {
-        let mut x = self.stem.forward(x).clamp(0.0, 6.0);
+        let mut x = relu6(self.stem.forward(x));
         for b in &self.blocks {
             x = b.forward(x);
         }
-        let map = self.head.forward(x.clone()).clamp(0.0, 6.0);
+        let map = relu6(self.head.forward(x.clone()));
         let pooled = global_avg_pool(map.clone());
         Features {
             map,

@@ -8,10 +8,12 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{activation::relu, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
 use crate::efficientnet::Features;
-use crate::layers::{conv_bn, global_avg_pool, linear, synth_conv_bn, synth_linear, ConvSpec, Rng};
+use crate::layers::{
+    conv_bn, global_avg_pool, linear, relu, synth_conv_bn, synth_linear, ConvSpec, Rng,
+};
 use crate::weights::{Weights, WeightsError};
 
 /// Batch-norm epsilon of torchvision models.
