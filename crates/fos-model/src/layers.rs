@@ -227,19 +227,23 @@ fn clamp_in_place(d: &mut burn::backend::DispatchTensor, lo: f32, hi: f32) -> bo
     let Some(s) = t.try_storage_mut::<f32>() else {
         return false;
     };
-    s[..n].par_chunks_mut(1 << 14).for_each(|c| {
-        for v in c {
-            // Comparisons, not max/min: a NaN stays NaN, as with clamp.
-            *v = if *v < lo {
-                lo
-            } else if *v > hi {
-                hi
-            } else {
-                *v
-            };
-        }
-    });
+    s[..n]
+        .par_chunks_mut(1 << 14)
+        .for_each(move |c| clamp_slice(c, lo, hi));
     true
+}
+
+/// Clamps in place with two selects per value, which the compiler turns into
+/// vector compares and blends (`lo`, `hi` by value so nothing aliases the
+/// output). Comparisons, not `max`/`min`: a NaN stays NaN, as with burn's
+/// `clamp`.
+#[inline(never)]
+fn clamp_slice(c: &mut [f32], lo: f32, hi: f32) {
+    for v in c {
+        let x = *v;
+        let x = if x < lo { lo } else { x };
+        *v = if x > hi { hi } else { x };
+    }
 }
 
 #[cfg(test)]
