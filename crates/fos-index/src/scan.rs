@@ -53,26 +53,42 @@ impl Block<'_> {
 /// Dot product of two f32 slices (the compiler vectorises the 8-wide
 /// accumulation).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_widened(a, b, |x| x)
+    dot_widened(a, b, |x| x, |x| x)
 }
 
-/// Dot product with each value of `a` widened by `widen`, in 8 lanes.
+/// Dot product with the values of `a` and `b` widened by `wa` and `wb`, in 8
+/// lanes.
 #[inline]
-fn dot_widened<T: Copy>(a: &[T], b: &[f32], widen: impl Fn(T) -> f32) -> f32 {
+fn dot_widened<A: Copy, B: Copy>(
+    a: &[A],
+    b: &[B],
+    wa: impl Fn(A) -> f32,
+    wb: impl Fn(B) -> f32,
+) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(&x, y)| widen(x) * y)
+        .map(|(&x, &y)| wa(x) * wb(y))
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += widen(x[i]) * y[i];
+            acc[i] += wa(x[i]) * wb(y[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Whether this CPU has the AVX2 + FMA + F16C kernels.
+fn has_f16_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c");
+    #[allow(unreachable_code)]
+    false
 }
 
 /// Dot product of f16 values with f32 values, in f32.
@@ -80,10 +96,7 @@ fn dot_widened<T: Copy>(a: &[T], b: &[f32], widen: impl Fn(T) -> f32) -> f32 {
 pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f16: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if has_f16_simd() {
         // SAFETY: the features are present; the lengths are equal.
         return unsafe { x86::dot_f16(a, b) };
     }
@@ -92,17 +105,14 @@ pub fn dot_f16(a: &[f16], b: &[f32]) -> f32 {
 
 /// The portable version of [`dot_f16`].
 pub fn dot_f16_scalar(a: &[f16], b: &[f32]) -> f32 {
-    dot_widened(a, b, f16::to_f32)
+    dot_widened(a, b, f16::to_f32, |x| x)
 }
 
 /// A dot product of two f16 slices, in f32: the best kernel for this CPU,
 /// chosen once (for hot loops that cannot afford the feature check per call).
 pub fn dot_f16_pair_kernel() -> fn(&[f16], &[f16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if has_f16_simd() {
         return |a, b| {
             assert_eq!(a.len(), b.len(), "dot_f16_pair: lengths differ");
             // SAFETY: the features were detected; the lengths are equal.
@@ -115,20 +125,7 @@ pub fn dot_f16_pair_kernel() -> fn(&[f16], &[f16]) -> f32 {
 /// The portable version of [`dot_f16_pair_kernel`]'s kernel.
 pub fn dot_f16_pair_scalar(a: &[f16], b: &[f16]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f16_pair: lengths differ");
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x.to_f32() * y.to_f32())
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i].to_f32() * y[i].to_f32();
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    dot_widened(a, b, f16::to_f32, f16::to_f32)
 }
 
 #[cfg(target_arch = "x86_64")]
