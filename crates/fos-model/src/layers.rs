@@ -199,12 +199,7 @@ fn clamp<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
     if clamp_in_place(&mut d, lo, hi) {
         return Tensor::from_dispatch(d);
     }
-    let x = Tensor::from_dispatch(d);
-    if hi.is_finite() {
-        x.clamp(lo, hi)
-    } else {
-        x.clamp_min(lo)
-    }
+    Tensor::from_dispatch(d).clamp(lo, hi)
 }
 
 /// Clamps `d` in place if it is a plain, unique, contiguous f32 Flex tensor;
@@ -234,9 +229,9 @@ fn clamp_in_place(d: &mut burn::backend::DispatchTensor, lo: f32, hi: f32) -> bo
 }
 
 /// Clamps in place with two selects per value, which the compiler turns into
-/// vector compares and blends (`lo`, `hi` by value so nothing aliases the
-/// output). Comparisons, not `max`/`min`: a NaN stays NaN, as with burn's
-/// `clamp`.
+/// `maxps`/`minps` with the value as the operand they return on NaN (`lo`,
+/// `hi` by value so nothing aliases the output). Written as comparisons, not
+/// `f32::max`/`min`: a NaN stays NaN, as with burn's `clamp`.
 #[inline(never)]
 fn clamp_slice(c: &mut [f32], lo: f32, hi: f32) {
     for v in c {
@@ -288,13 +283,16 @@ mod tests {
         assert_eq!(z[0], 0.0);
         assert_eq!(z[n - 2], 6.0);
         assert!(z[n - 5].is_nan());
-        let r = crate::to_vec(relu(Tensor::<1>::from_data(
+        let t = Tensor::<1>::from_data(
             TensorData::new(vec![-1.0f32, 0.5, 1e30, f32::NAN], [4]),
             &device,
-        )))
-        .unwrap();
-        assert_eq!(&r[..3], &[0.0, 0.5, 1e30]);
-        assert!(r[3].is_nan());
+        );
+        // Shared (burn's clamp up to +inf) and unique (in place).
+        for r in [relu(t.clone()), relu(t)] {
+            let r = crate::to_vec(r).unwrap();
+            assert_eq!(&r[..3], &[0.0, 0.5, 1e30]);
+            assert!(r[3].is_nan());
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Args as ClapArgs;
 use fos_image::compose::Rect;
-use fos_index::{Dtype, Entry, Library, LibraryWriter};
+use fos_index::{Dtype, Library, LibraryWriter};
 use fos_model::backbone::{Backbone, BackboneKind};
 use fos_model::embed::{Encoder, PretrainedEncoder};
 use fos_search::{Query, Searcher};
@@ -147,15 +147,7 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                 row.iter_mut().for_each(|v| *v = rng.random::<f32>() - 0.5);
                 fos_model::embed::l2_normalize(row);
             }
-            let entries: Vec<Entry> = (0..n)
-                .map(|i| Entry {
-                    id: format!("c{i}"),
-                    category: "person".into(),
-                    path: format!("/bench/c{i}.png"),
-                    aspect: 0.5,
-                    pattern: None,
-                })
-                .collect();
+            let entries = super::bench_vectors::synthetic_entries(n, "c");
             let threshold = if a.ann { 1 } else { usize::MAX };
             LibraryWriter::lock(&path)?.ann_threshold(threshold).write(
                 &enc.fingerprint(),

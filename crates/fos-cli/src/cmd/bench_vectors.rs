@@ -142,16 +142,21 @@ fn gauss(rng: &mut impl Rng) -> f32 {
     (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
 }
 
-fn write_lib(path: &Path, emb: &[f32], dim: usize) -> anyhow::Result<()> {
-    let entries = (0..emb.len() / dim)
+/// `n` synthetic "person" entries for a benchmark library, ids `{prefix}{i}`.
+pub(crate) fn synthetic_entries(n: usize, prefix: &str) -> Vec<Entry> {
+    (0..n)
         .map(|i| Entry {
-            id: format!("v{i}"),
+            id: format!("{prefix}{i}"),
             category: "person".into(),
-            path: format!("/bench/v{i}.png"),
+            path: format!("/bench/{prefix}{i}.png"),
             aspect: 0.5,
             pattern: None,
         })
-        .collect();
+        .collect()
+}
+
+fn write_lib(path: &Path, emb: &[f32], dim: usize) -> anyhow::Result<()> {
+    let entries = synthetic_entries(emb.len() / dim, "v");
     LibraryWriter::lock(path)?.write(MODEL, dim, Dtype::F16, entries, emb)?;
     Ok(())
 }
