@@ -217,7 +217,7 @@ def main():
     h = sub.choices['hnsw']
     h.add_argument('--m', type=int, default=32)
     h.add_argument('--ef-construction', type=int, default=40)
-    h.add_argument('--efs', type=ints, default=[16, 32, 64, 96, 128, 192, 256, 384, 512])
+    h.add_argument('--efs', type=ints, default=[16, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512])
     h.add_argument('--recall', type=float, default=0.95)
     h.add_argument('--n-queries', type=int, default=200)
     s = sub.add_parser('stream')

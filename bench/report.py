@@ -114,7 +114,7 @@ def main():
                 'target; latency is one query at a time.', '',
                 '| engine | build s | ef | recall@10 | ms p50 | ms p99 | q/s |',
                 '|---|---:|---:|---:|---:|---:|---:|']
-        for name, v in (('fos (usearch, f16)', af), (aa and aa['peer'], aa)):
+        for name, v in ((f"fos ({af.get('graph', 'usearch HNSW, f16')})", af), (aa and aa['peer'], aa)):
             if not v:
                 continue
             c = v['chosen'] or (v['curve'][-1] if v['curve'] else {})
@@ -154,10 +154,13 @@ def main():
         out.append('')
     cmds = []
     for p in sorted(RES.glob('*.json')):
-        c = json.loads(p.read_text()).get('command')
-        if c:
-            cmds.append(c)
-    out += ['## Commands of this run', '', '```'] + cmds + ['```', '']
+        v = json.loads(p.read_text())
+        if v.get('command'):
+            at = f"  # {v['commit']}, {v['date']}" if v.get('commit') else ''
+            cmds.append(v['command'] + at)
+    out += ['## Commands of this run', '',
+            'Each with the fos commit and time it ran at (a part re-run with `--only` '
+            'carries its own).', '', '```'] + cmds + ['```', '']
     (ROOT / 'BENCHMARKS.md').write_text('\n'.join(out))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
 

@@ -27,8 +27,21 @@ def run(cmd, name=None, env=None):
         return wall
     v = json.loads(out.strip().splitlines()[-1])
     v['command'], v['wall_s'] = shown, wall
+    v['commit'], v['date'] = STAMP['commit'], STAMP['date']
     (RESULTS / f'{name}.json').write_text(json.dumps(v, indent=1))
     return v
+
+
+def stamp():
+    """The fos commit (with `-dirty` for uncommitted changes) and the time."""
+    git = lambda *a: subprocess.run(['git', '-C', str(ROOT), *a], stdout=subprocess.PIPE,
+                                    text=True).stdout.strip()
+    dirty = '-dirty' if git('status', '--porcelain', '--untracked-files=no') else ''
+    return {'commit': git('rev-parse', '--short', 'HEAD') + dirty,
+            'date': time.strftime('%Y-%m-%d %H:%M')}
+
+
+STAMP = stamp()
 
 
 def machine():
@@ -96,7 +109,9 @@ def main():
                 run(PEERS + ['flat', *lq, *th], f'exact-{n}-{d}-faiss', env)
     if 'ann' in parts:
         base, q = data(a.ann_n, 1280)
-        lq = ['--library', base, '--queries', q, '--ef-construction', a.ef_construction]
+        # One ef grid for both sides, so each is picked at the same resolution.
+        lq = ['--library', base, '--queries', q, '--ef-construction', a.ef_construction,
+              '--efs', '16,32,64,96,128,160,192,224,256,288,320,384,448,512']
         run([FOS, 'bench', 'ann', *lq, '--m', 32, '--json'], 'ann-fos', env)
         run(PEERS + ['hnsw', *lq, '--m', 32, *th], 'ann-faiss', env)
     if 'e2e' in parts:

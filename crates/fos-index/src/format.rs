@@ -131,8 +131,27 @@ pub struct AnnInfo {
     pub category: String,
     /// Graph connectivity (M) it was built with.
     pub connectivity: usize,
+    /// The graph holds its vectors as i8, `round(x * scale)`. Absent in
+    /// libraries written before fos quantised its graphs: their graphs hold
+    /// the vectors as f16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
     /// Where it lies.
     pub block: Block,
+}
+
+/// One approximate index to write: what [`AnnInfo`] records, and the
+/// serialised graph.
+#[derive(Clone, Debug)]
+pub struct AnnBlob {
+    /// Category.
+    pub category: String,
+    /// Graph connectivity (M).
+    pub connectivity: usize,
+    /// i8 quantisation scale, as in [`AnnInfo::scale`].
+    pub scale: Option<f32>,
+    /// The serialised graph.
+    pub bytes: Vec<u8>,
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> IndexError {
@@ -157,7 +176,7 @@ pub fn encode(
     embeddings: &[f32],
     patterns: Vec<PatternInfo>,
     centroids: &[f32],
-    ann: Vec<(String, usize, Vec<u8>)>,
+    ann: Vec<AnnBlob>,
     ann_threshold: usize,
 ) -> Vec<u8> {
     assert_eq!(
@@ -197,13 +216,14 @@ pub fn encode(
         },
         ann: ann
             .iter()
-            .map(|(c, m, b)| AnnInfo {
-                category: c.clone(),
-                connectivity: *m,
+            .map(|a| AnnInfo {
+                category: a.category.clone(),
+                connectivity: a.connectivity,
+                scale: a.scale,
                 block: Block {
                     offset: 0,
-                    len: b.len() as u64,
-                    crc32: crc32fast::hash(b),
+                    len: a.bytes.len() as u64,
+                    crc32: crc32fast::hash(&a.bytes),
                 },
             })
             .collect(),
@@ -239,9 +259,9 @@ pub fn encode(
     out.extend_from_slice(&emb);
     out.resize(header.centroids.offset as usize, 0);
     out.extend_from_slice(&cen);
-    for (a, (_, _, bytes)) in header.ann.iter().zip(&ann) {
+    for (a, blob) in header.ann.iter().zip(&ann) {
         out.resize(a.block.offset as usize, 0);
-        out.extend_from_slice(bytes);
+        out.extend_from_slice(&blob.bytes);
     }
     out
 }
@@ -340,6 +360,12 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header, IndexError> {
         ),
     ];
     for a in &h.ann {
+        if a.scale.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+            return Err(corrupt(
+                path,
+                format!("approximate index of {:?}: bad scale", a.category),
+            ));
+        }
         let b = a.block;
         let e = b
             .offset
@@ -411,11 +437,36 @@ mod tests {
             &emb,
             vec![],
             &[],
-            vec![("person".into(), 16, vec![1, 2, 3])],
+            vec![AnnBlob {
+                category: "person".into(),
+                connectivity: 16,
+                scale: Some(700.0),
+                bytes: vec![1, 2, 3],
+            }],
             10,
         );
         let h = decode_header(Path::new("t"), &bytes).unwrap();
         assert_eq!(h.entries.len(), 2);
+        assert_eq!(h.ann[0].scale, Some(700.0));
+        // A checksummed header with an impossible scale is refused too.
+        let bad = encode(
+            "m",
+            3,
+            Dtype::F16,
+            vec![entry("a"), entry("b")],
+            &emb,
+            vec![],
+            &[],
+            vec![AnnBlob {
+                category: "person".into(),
+                connectivity: 16,
+                scale: Some(-1.0),
+                bytes: vec![1, 2, 3],
+            }],
+            10,
+        );
+        let e = decode_header(Path::new("t"), &bad).unwrap_err();
+        assert!(e.to_string().contains("bad scale"), "{e}");
         assert_eq!(h.embeddings.offset % 64, 0);
         // Flip one byte anywhere: refused.
         for i in 0..bytes.len() {

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::ann::AnnIndex;
 pub use crate::ann::{ANN_CONNECTIVITY, ANN_EXPANSION_ADD, ANN_EXPANSION_SEARCH};
-use crate::format::{decode_header, encode, Dtype, Entry, Header, PatternInfo};
+use crate::format::{decode_header, encode, AnnBlob, Dtype, Entry, Header, PatternInfo};
 pub use crate::scan::{dot, top_k};
 use crate::scan::{search_batch, search_one, Block};
 use crate::IndexError;
@@ -83,12 +83,10 @@ impl Library {
             // SAFETY: the index keeps a pointer into the mapping; `ann` is
             // declared before `map`, so it is dropped first, and the file is
             // only ever replaced by rename, never changed in place.
-            let index =
-                unsafe { AnnIndex::view(bytes, header.dim, a.connectivity) }.map_err(|e| {
-                    IndexError::Corrupt {
-                        path: path.to_owned(),
-                        reason: format!("approximate index of {:?}: {e}", a.category),
-                    }
+            let index = unsafe { AnnIndex::view(bytes, header.dim, a.connectivity, a.scale) }
+                .map_err(|e| IndexError::Corrupt {
+                    path: path.to_owned(),
+                    reason: format!("approximate index of {:?}: {e}", a.category),
                 })?;
             ann.insert(a.category.clone(), index);
         }
@@ -182,8 +180,8 @@ impl Library {
         }
     }
 
-    /// The embedding block as stored.
-    fn block(&self) -> Block<'_> {
+    /// The embedding block as stored (row = entry index), in place.
+    pub fn block(&self) -> Block<'_> {
         let b = self.header.embeddings;
         let bytes = &self.map[b.offset as usize..(b.offset + b.len) as usize];
         match self.header.dtype {
@@ -269,7 +267,7 @@ impl Library {
         self.check_query(query)?;
         self.check_category(category)?;
         if let (false, Some(index)) = (exact, self.ann.get(category)) {
-            return index.search(query, k, |row| keep(self.entry(row)));
+            return index.search(self.block(), query, k, |row| keep(self.entry(row)));
         }
         let rows = self.kept_rows(category, keep);
         Ok(search_one(self.block(), &rows, query, k))
@@ -449,11 +447,13 @@ impl LibraryWriter {
                 "building the approximate index of {cat} ({} cut-outs)",
                 rows.len()
             );
-            ann.push((
-                cat.to_string(),
-                ANN_CONNECTIVITY,
-                AnnIndex::build(Block::F32(embeddings), dim, rows)?.to_bytes()?,
-            ));
+            let index = AnnIndex::build(Block::F32(embeddings), dim, rows)?;
+            ann.push(AnnBlob {
+                category: cat.to_string(),
+                connectivity: ANN_CONNECTIVITY,
+                scale: index.scale(),
+                bytes: index.to_bytes()?,
+            });
         }
         let bytes = encode(
             model, dim, dtype, entries, embeddings, patterns, &centroids, ann, threshold,
@@ -684,7 +684,7 @@ mod tests {
         let lib = Library::open(&p).unwrap();
         assert!(lib.has_ann("person") && !lib.has_ann("dog"));
         let (mut found, mut total) = (0, 0);
-        for q in 0..20 {
+        for _ in 0..20 {
             let query: Vec<f32> = unit(&(0..d).map(|_| next()).collect::<Vec<_>>());
             let approx = lib.search("person", &query, 10, |_| true).unwrap();
             let exact = lib
@@ -694,11 +694,11 @@ mod tests {
             found += approx.iter().filter(|h| want.contains(&h.0)).count();
             total += 10;
             assert!(approx.iter().all(|h| lib.entry(h.0).category == "person"));
-            if q == 0 {
-                assert!(
-                    (approx[0].1 - exact[0].1).abs() < 0.01,
-                    "{approx:?} {exact:?}"
-                );
+            // Re-ranked: a hit found by both has the exact scan's score.
+            for (row, score) in &approx {
+                if let Some(e) = exact.iter().find(|e| e.0 == *row) {
+                    assert_eq!(*score, e.1, "{approx:?} {exact:?}");
+                }
             }
             // The filter holds for approximate search too.
             let odd = lib

@@ -81,7 +81,7 @@ pub struct AnnArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "16,32,64,96,128,192,256,384,512"
+        default_value = "16,32,64,96,128,160,192,224,256,288,320,384,448,512"
     )]
     efs: Vec<usize>,
     /// Graph connectivity (M).
@@ -248,7 +248,7 @@ pub fn ann(a: AnnArgs) -> anyhow::Result<()> {
         let (mut lat, mut found) = (Vec::new(), 0usize);
         for (i, want) in truth.iter().enumerate() {
             let t = Instant::now();
-            let got = index.search(&q[i * d..(i + 1) * d], 10, |_| true)?;
+            let got = index.search(lib.block(), &q[i * d..(i + 1) * d], 10, |_| true)?;
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             found += got
                 .iter()
@@ -271,6 +271,10 @@ pub fn ann(a: AnnArgs) -> anyhow::Result<()> {
         .cloned();
     let v = json!({
         "bench": "ann", "n": lib.len(), "dim": d, "m": a.m,
+        "graph": format!(
+            "usearch HNSW over i8 vectors, {}×k candidates re-ranked on the f16 rows",
+            fos_index::ann::ANN_RERANK
+        ),
         "ef_construction": a.ef_construction, "build_s": build_s,
         "threads": rayon::current_num_threads(), "target_recall": a.recall,
         "chosen": chosen, "curve": curve,
