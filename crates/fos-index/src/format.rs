@@ -10,6 +10,7 @@
 //! ..     embeddings block at a 64-byte aligned offset: count x dim, f16 or f32 LE
 //! ..     centroid block at a 64-byte aligned offset: patterns x dim, f32 LE
 //! ..     approximate (HNSW) indexes, one per large category, each aligned
+//!        (usearch serialisation; i8 vectors, the scale in the header)
 //! ```
 //!
 //! Every block is checksummed; a file with a wrong magic, version, length or
