@@ -1,6 +1,7 @@
 //! The approximate index: an HNSW graph per large category (usearch, inner
-//! product over f16 vectors), built from the embedding block, serialised into
-//! the library file and viewed in place when the file is opened.
+//! product over i8 vectors, results re-scored on the library's rows), built
+//! from the embedding block, serialised into the library file and viewed in
+//! place when the file is opened.
 
 use rayon::prelude::*;
 
@@ -232,7 +233,10 @@ impl AnnIndex {
     ) -> Result<Vec<(u32, f32)>, IndexError> {
         let e = err("approximate search");
         let want = k.saturating_mul(ANN_RERANK);
-        let filter = |key: u64| keep(key as u32);
+        // A graph that names rows the block lacks (a damaged file whose
+        // checksum still matched) must not reach `keep` or the re-scoring.
+        let rows = block.rows(q.len()) as u64;
+        let filter = |key: u64| key < rows && keep(key as u32);
         let m = match self.scale {
             Some(scale) => {
                 let mut qi = vec![0i8; q.len()];
@@ -245,6 +249,7 @@ impl AnnIndex {
         let hits = m
             .keys
             .iter()
+            .filter(|&&key| key < rows)
             .map(|&key| (key as u32, block.dot(key as usize, q)))
             .collect();
         Ok(crate::scan::top_k(hits, k))

@@ -28,6 +28,15 @@ const CHUNK_ROWS: usize = 4096;
 const TILE_ROWS: usize = 256;
 
 impl Block<'_> {
+    /// Rows of `dim` values.
+    pub fn rows(&self, dim: usize) -> usize {
+        let n = match self {
+            Block::F16(v) => v.len(),
+            Block::F32(v) => v.len(),
+        };
+        n / dim.max(1)
+    }
+
     /// The dot product of row `r` (of `dim` values) with `q`.
     #[inline]
     pub fn dot(&self, r: usize, q: &[f32]) -> f32 {
