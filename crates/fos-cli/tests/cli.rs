@@ -290,6 +290,15 @@ fn bench_vectors_exact_ann_and_memory_report_json() {
     let ann = run(&[&["bench", "ann"][..], &lq, &["--n-queries", "50", "--json"]].concat());
     let chosen = &ann["chosen"];
     assert!(chosen["recall@10"].as_f64().unwrap() >= 0.95, "{ann}");
+    assert!(chosen["parallel_queries_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(ann["shards"], 1, "3,000 rows fit one graph");
+    let sharded = ["--n-queries", "50", "--shard-rows", "1000", "--json"];
+    let ann = run(&[&["bench", "ann"][..], &lq, &sharded].concat());
+    assert_eq!(ann["shards"], 3);
+    assert!(
+        ann["chosen"]["recall@10"].as_f64().unwrap() >= 0.95,
+        "{ann}"
+    );
     let mem = run(&["bench", "memory", "--mib", "32", "--json"]);
     assert!(mem["read_gb_per_s"].as_f64().unwrap() > 0.1);
     // A query library of another dimension is refused, not a panic.

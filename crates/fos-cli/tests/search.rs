@@ -152,6 +152,9 @@ fn index_search_patterns_composites_add_remove() {
             s(&ann_lib),
             "--ann-threshold",
             "5",
+            // At most 4 cut-outs a graph: the people's index is sharded.
+            "--ann-shard-rows",
+            "4",
         ],
     );
     assert!(o.status.success(), "{}", common::stderr(&o));
@@ -178,6 +181,15 @@ fn index_search_patterns_composites_add_remove() {
         assert_eq!(r["query"]["approximate"], approximate);
         assert_eq!(r["results"].as_array().unwrap().len(), 3);
     }
+    let o = fos(h, &["index", "stats", s(&ann_lib), "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let cats = st["categories"].as_array().unwrap();
+    let people = cats.iter().find(|c| c["name"] == "person").unwrap();
+    let want = people["cutouts"].as_u64().unwrap().div_ceil(4);
+    assert!(
+        want >= 2 && people["approximate_graphs"].as_u64() == Some(want),
+        "{st}"
+    );
 
     // A second writer is refused while the lock is held.
     let guard = fos_index::LibraryWriter::lock(&f.lib).unwrap();

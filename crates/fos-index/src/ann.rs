@@ -1,7 +1,9 @@
-//! The approximate index: an HNSW graph per large category (usearch, inner
+//! The approximate index: HNSW graphs per large category (usearch, inner
 //! product over i8 vectors, results re-scored on the library's rows), built
 //! from the embedding block, serialised into the library file and viewed in
-//! place when the file is opened.
+//! place when the file is opened. A category of more than
+//! [`ANN_SHARD_ROWS`] cut-outs gets several graphs ([`AnnShards`]), searched
+//! in parallel and merged.
 
 use rayon::prelude::*;
 
@@ -15,6 +17,12 @@ pub const ANN_EXPANSION_ADD: usize = 128;
 /// Candidate list size while searching (ef); `fos bench ann` measures the
 /// recall and latency that each choice gives.
 pub const ANN_EXPANSION_SEARCH: usize = 128;
+
+/// Most rows of one graph: a larger category is split into
+/// `ceil(rows / ANN_SHARD_ROWS)` graphs of equal size, searched in parallel.
+/// One query then runs on as many cores as there are shards, and each graph
+/// is shallower (`fos bench ann --shard-rows` measures the choice).
+pub const ANN_SHARD_ROWS: usize = 500_000;
 
 /// Rows sampled to choose the quantisation scale.
 const SCALE_SAMPLE: usize = 4096;
@@ -256,6 +264,75 @@ impl AnnIndex {
     }
 }
 
+/// The graphs of one category: its rows dealt round-robin into shards of at
+/// most a given size, each an [`AnnIndex`]; a search asks every shard in
+/// parallel and merges their (exactly scored) results.
+pub struct AnnShards {
+    shards: Vec<AnnIndex>,
+}
+
+impl AnnShards {
+    /// Builds the graphs of `rows`, at most `shard_rows` rows each (the
+    /// library's setting is [`ANN_SHARD_ROWS`]), with connectivity (M) and
+    /// efConstruction. Shards are built one after the other, each on all
+    /// rayon threads.
+    pub fn build_with(
+        block: Block<'_>,
+        dim: usize,
+        rows: &[u32],
+        shard_rows: usize,
+        connectivity: usize,
+        expansion_add: usize,
+    ) -> Result<Self, IndexError> {
+        let n = rows.len().div_ceil(shard_rows.max(1)).max(1);
+        let shards = (0..n)
+            .map(|s| {
+                let part: Vec<u32> = rows.iter().skip(s).step_by(n).copied().collect();
+                AnnIndex::build_with(block, dim, &part, connectivity, expansion_add)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AnnShards { shards })
+    }
+
+    /// Shards viewed from a library file (at least one).
+    pub fn from_shards(shards: Vec<AnnIndex>) -> Self {
+        assert!(!shards.is_empty(), "a category has at least one graph");
+        AnnShards { shards }
+    }
+
+    /// The graphs.
+    pub fn shards(&self) -> &[AnnIndex] {
+        &self.shards
+    }
+
+    /// Sets the candidate list size (ef) of every shard's searches.
+    pub fn set_expansion(&self, ef: usize) {
+        for s in &self.shards {
+            s.set_expansion(ef);
+        }
+    }
+
+    /// Top-`k` rows that pass `keep`, as [`AnnIndex::search`], from all
+    /// shards at once.
+    pub fn search(
+        &self,
+        block: Block<'_>,
+        q: &[f32],
+        k: usize,
+        keep: impl Fn(u32) -> bool + Sync,
+    ) -> Result<Vec<(u32, f32)>, IndexError> {
+        if let [one] = self.shards.as_slice() {
+            return one.search(block, q, k, keep);
+        }
+        let parts = self
+            .shards
+            .par_iter()
+            .map(|s| s.search(block, q, k, &keep))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::scan::top_k(parts.concat(), k))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +427,40 @@ mod tests {
         index.set_expansion(64);
         let r = recall(&index, Block::F32(&emb), d, &rows);
         assert!(r >= 0.9, "recall@10 {r}");
+    }
+
+    #[test]
+    fn shards_split_the_rows_and_merge_to_exact_results() {
+        let (n, d) = (2500, 32);
+        let emb = unit_rows(n, d, 5);
+        let block = Block::F32(&emb);
+        // Every other row, as a category's rows would be.
+        let rows: Vec<u32> = (0..n as u32).step_by(2).collect();
+        let sharded = AnnShards::build_with(block, d, &rows, 400, 16, 64).unwrap();
+        assert_eq!(sharded.shards().len(), 4, "1,250 rows, at most 400 a shard");
+        let sizes: Vec<usize> = sharded.shards().iter().map(|s| s.index.size()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), rows.len());
+        assert!(sizes.iter().all(|&s| s == 312 || s == 313), "{sizes:?}");
+        sharded.set_expansion(64);
+        let queries = unit_rows(20, d, 99);
+        let mut found = 0;
+        for q in queries.chunks_exact(d) {
+            let want = crate::scan::search_one(block, &rows, q, 10);
+            let got = sharded.search(block, q, 10, |_| true).unwrap();
+            assert_eq!(got.len(), 10);
+            assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            for (row, score) in &got {
+                assert!(row % 2 == 0, "row {row} is not one of the category's");
+                assert_eq!(*score, block.dot(*row as usize, q), "exact score");
+            }
+            found += got.iter().filter(|h| want.contains(h)).count();
+            // The filter reaches every shard.
+            let tens = sharded.search(block, q, 5, |r| r % 10 == 0).unwrap();
+            assert!(tens.iter().all(|h| h.0 % 10 == 0) && tens.len() == 5);
+        }
+        assert!(found >= 190, "recall@10 {}", found as f64 / 200.0);
+        // One shard when the rows fit.
+        let one = AnnShards::build_with(block, d, &rows, rows.len(), 16, 64).unwrap();
+        assert_eq!(one.shards().len(), 1);
     }
 }

@@ -1,4 +1,6 @@
-//! The `LIB.fos` file layout, version 1:
+//! The `LIB.fos` file layout, version 2 (version 1, still read and still
+//! written where it suffices, is the same with at most one approximate index
+//! per category):
 //!
 //! ```text
 //! 0   8  magic  "FOSLIB\0\x01"
@@ -9,8 +11,9 @@
 //!        patterns, block offsets/lengths/CRC-32s)
 //! ..     embeddings block at a 64-byte aligned offset: count x dim, f16 or f32 LE
 //! ..     centroid block at a 64-byte aligned offset: patterns x dim, f32 LE
-//! ..     approximate (HNSW) indexes, one per large category, each aligned
-//!        (usearch serialisation; i8 vectors, the scale in the header)
+//! ..     approximate (HNSW) indexes, one or more (shards) per large
+//!        category, each aligned (usearch serialisation; i8 vectors, the
+//!        scale in the header)
 //! ```
 //!
 //! Every block is checksummed; a file with a wrong magic, version, length or
@@ -24,8 +27,13 @@ use crate::IndexError;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FOSLIB\0\x01";
-/// Format version in the header.
-pub const VERSION: u32 = 1;
+/// Format version of a library whose categories have one approximate index
+/// at most: what older fos binaries read.
+pub const VERSION_ONE_GRAPH: u32 = 1;
+/// Format version of a library where a category's approximate index is split
+/// into shards (several [`AnnInfo`] of one category). Older binaries, which
+/// would search only one shard, refuse it.
+pub const VERSION: u32 = 2;
 const PREFIX: usize = 24;
 const ALIGN: usize = 64;
 
@@ -90,7 +98,7 @@ pub struct Block {
 /// The JSON header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Header {
-    /// [`VERSION`].
+    /// [`VERSION`], or [`VERSION_ONE_GRAPH`] where that suffices.
     pub version: u32,
     /// Fingerprint of the model that made the embeddings.
     pub model: String,
@@ -107,7 +115,8 @@ pub struct Header {
     /// Centroid block.
     pub centroids: Block,
     /// Approximate (HNSW) indexes of the categories with at least
-    /// `ann_threshold` cut-outs, in file order after the centroids.
+    /// `ann_threshold` cut-outs, in file order after the centroids; a
+    /// category with several is searched in all of them (shards).
     #[serde(default)]
     pub ann: Vec<AnnInfo>,
     /// Categories this large or larger get an approximate index.
@@ -125,7 +134,8 @@ fn default_ann_threshold() -> usize {
     DEFAULT_ANN_THRESHOLD
 }
 
-/// A serialised usearch HNSW index over one category's rows (keys = rows).
+/// A serialised usearch HNSW index over one category's rows, or over one
+/// shard of them (keys = rows).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnnInfo {
     /// Category.
@@ -198,8 +208,10 @@ pub fn encode(
             .collect(),
     };
     let cen: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut cats = std::collections::HashSet::new();
+    let sharded = !ann.iter().all(|a| cats.insert(a.category.as_str()));
     let mut header = Header {
-        version: VERSION,
+        version: if sharded { VERSION } else { VERSION_ONE_GRAPH },
         model: model.to_owned(),
         dim,
         dtype,
@@ -299,13 +311,20 @@ pub fn decode_header(path: &Path, bytes: &[u8]) -> Result<Header, IndexError> {
     }
     let h: Header =
         serde_json::from_slice(json).map_err(|e| corrupt(path, format!("bad header: {e}")))?;
-    if h.version != VERSION {
+    if !(VERSION_ONE_GRAPH..=VERSION).contains(&h.version) {
         return Err(corrupt(
             path,
             format!(
-                "library version {} is not supported (reads {VERSION})",
+                "library version {} is not supported (reads {VERSION_ONE_GRAPH} to {VERSION})",
                 h.version
             ),
+        ));
+    }
+    let mut cats = std::collections::HashSet::new();
+    if h.version == VERSION_ONE_GRAPH && !h.ann.iter().all(|a| cats.insert(&a.category)) {
+        return Err(corrupt(
+            path,
+            "a version 1 library holds one approximate index per category",
         ));
     }
     if h.dim == 0 || h.dim > 65536 {
@@ -485,5 +504,44 @@ mod tests {
                 "truncated to {n}"
             );
         }
+    }
+
+    #[test]
+    fn shards_need_version_2_and_older_versions_are_read() {
+        let emb: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
+        let blob = |bytes: Vec<u8>| AnnBlob {
+            category: "person".into(),
+            connectivity: 16,
+            scale: Some(100.0),
+            bytes,
+        };
+        let file = |ann| {
+            let entries = vec![entry("a"), entry("b")];
+            encode("m", 3, Dtype::F16, entries, &emb, vec![], &[], ann, 1)
+        };
+        let one = file(vec![blob(vec![1, 2])]);
+        assert_eq!(decode_header(Path::new("t"), &one).unwrap().version, 1);
+        let two = file(vec![blob(vec![1, 2]), blob(vec![3, 4, 5])]);
+        let h = decode_header(Path::new("t"), &two).unwrap();
+        assert_eq!((h.version, h.ann.len()), (VERSION, 2));
+        // The same shards under a version 1 header (checksum made to match):
+        // an older writer never made it, and reading it as one graph a
+        // category would lose rows.
+        let len = u64::from_le_bytes(two[8..16].try_into().unwrap()) as usize;
+        let json = String::from_utf8(two[PREFIX..PREFIX + len].to_vec()).unwrap();
+        let patched = json.replace("\"version\":2", "\"version\":1");
+        assert_eq!(patched.len(), json.len());
+        let mut v1 = two.clone();
+        v1[PREFIX..PREFIX + len].copy_from_slice(patched.as_bytes());
+        v1[16..20].copy_from_slice(&crc32fast::hash(patched.as_bytes()).to_le_bytes());
+        let e = decode_header(Path::new("t"), &v1).unwrap_err();
+        assert!(e.to_string().contains("one approximate index per"), "{e}");
+        // A future version is refused with the versions this fos reads.
+        let v3 = json.replace("\"version\":2", "\"version\":3");
+        let mut b = two.clone();
+        b[PREFIX..PREFIX + len].copy_from_slice(v3.as_bytes());
+        b[16..20].copy_from_slice(&crc32fast::hash(v3.as_bytes()).to_le_bytes());
+        let e = decode_header(Path::new("t"), &b).unwrap_err();
+        assert!(e.to_string().contains("reads 1 to 2"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::ann::AnnIndex;
+use crate::ann::{AnnIndex, AnnShards};
 pub use crate::ann::{ANN_CONNECTIVITY, ANN_EXPANSION_ADD, ANN_EXPANSION_SEARCH};
 use crate::format::{decode_header, encode, AnnBlob, Dtype, Entry, Header, PatternInfo};
 pub use crate::scan::{dot, top_k};
@@ -19,7 +19,7 @@ use crate::IndexError;
 pub struct Library {
     // Declared before `map`: the indexes view the mapped bytes and must be
     // dropped first.
-    ann: HashMap<String, AnnIndex>,
+    ann: HashMap<String, AnnShards>,
     path: PathBuf,
     map: memmap2::Mmap,
     header: Header,
@@ -77,7 +77,7 @@ impl Library {
             .enumerate()
             .map(|(i, e)| (e.id.clone(), i as u32))
             .collect();
-        let mut ann = HashMap::new();
+        let mut graphs: HashMap<String, Vec<AnnIndex>> = HashMap::new();
         for a in &header.ann {
             let bytes = &map[a.block.offset as usize..(a.block.offset + a.block.len) as usize];
             // SAFETY: the index keeps a pointer into the mapping; `ann` is
@@ -88,8 +88,12 @@ impl Library {
                     path: path.to_owned(),
                     reason: format!("approximate index of {:?}: {e}", a.category),
                 })?;
-            ann.insert(a.category.clone(), index);
+            graphs.entry(a.category.clone()).or_default().push(index);
         }
+        let ann = graphs
+            .into_iter()
+            .map(|(c, shards)| (c, AnnShards::from_shards(shards)))
+            .collect();
         Ok(Library {
             ann,
             path: path.to_owned(),
@@ -237,9 +241,10 @@ impl Library {
         }))
     }
 
-    /// Whether a category has an approximate index.
-    pub fn has_ann(&self, category: &str) -> bool {
-        self.ann.contains_key(category)
+    /// How many graphs (shards) a category's approximate index has; 0 where
+    /// it has none.
+    pub fn ann_graphs(&self, category: &str) -> usize {
+        self.ann.get(category).map_or(0, |a| a.shards().len())
     }
 
     /// Top-`k` of a category by cosine similarity among the entries that pass
@@ -250,7 +255,7 @@ impl Library {
         category: &str,
         query: &[f32],
         k: usize,
-        keep: impl Fn(&Entry) -> bool,
+        keep: impl Fn(&Entry) -> bool + Sync,
     ) -> Result<Vec<(u32, f32)>, IndexError> {
         self.search_with(category, query, k, keep, false)
     }
@@ -261,7 +266,7 @@ impl Library {
         category: &str,
         query: &[f32],
         k: usize,
-        keep: impl Fn(&Entry) -> bool,
+        keep: impl Fn(&Entry) -> bool + Sync,
         exact: bool,
     ) -> Result<Vec<(u32, f32)>, IndexError> {
         self.check_query(query)?;
@@ -356,6 +361,7 @@ pub struct LibraryWriter {
     path: PathBuf,
     _lock: File,
     ann_threshold: Option<usize>,
+    ann_shard_rows: usize,
 }
 
 impl LibraryWriter {
@@ -378,6 +384,7 @@ impl LibraryWriter {
                 path: path.to_owned(),
                 _lock: file,
                 ann_threshold: None,
+                ann_shard_rows: crate::ann::ANN_SHARD_ROWS,
             }),
             Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked(path.to_owned())),
             Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io {
@@ -392,6 +399,14 @@ impl LibraryWriter {
     /// library's threshold on add/remove).
     pub fn ann_threshold(mut self, n: usize) -> Self {
         self.ann_threshold = Some(n);
+        self
+    }
+
+    /// At most `n` cut-outs a graph: a larger category's approximate index is
+    /// split into shards, searched in parallel (default
+    /// [`ANN_SHARD_ROWS`](crate::ann::ANN_SHARD_ROWS)).
+    pub fn ann_shard_rows(mut self, n: usize) -> Self {
+        self.ann_shard_rows = n.max(1);
         self
     }
 
@@ -447,13 +462,22 @@ impl LibraryWriter {
                 "building the approximate index of {cat} ({} cut-outs)",
                 rows.len()
             );
-            let index = AnnIndex::build(Block::F32(embeddings), dim, rows)?;
-            ann.push(AnnBlob {
-                category: cat.to_string(),
-                connectivity: ANN_CONNECTIVITY,
-                scale: index.scale(),
-                bytes: index.to_bytes()?,
-            });
+            let graphs = AnnShards::build_with(
+                Block::F32(embeddings),
+                dim,
+                rows,
+                self.ann_shard_rows,
+                ANN_CONNECTIVITY,
+                ANN_EXPANSION_ADD,
+            )?;
+            for index in graphs.shards() {
+                ann.push(AnnBlob {
+                    category: cat.to_string(),
+                    connectivity: ANN_CONNECTIVITY,
+                    scale: index.scale(),
+                    bytes: index.to_bytes()?,
+                });
+            }
         }
         let bytes = encode(
             model, dim, dtype, entries, embeddings, patterns, &centroids, ann, threshold,
@@ -679,10 +703,13 @@ mod tests {
         LibraryWriter::lock(&p)
             .unwrap()
             .ann_threshold(1000)
+            .ann_shard_rows(1000)
             .write("m", d, Dtype::F16, entries, &emb)
             .unwrap();
         let lib = Library::open(&p).unwrap();
-        assert!(lib.has_ann("person") && !lib.has_ann("dog"));
+        // 2,700 people, at most 1,000 a graph: three shards, all searched.
+        assert_eq!((lib.ann_graphs("person"), lib.ann_graphs("dog")), (3, 0));
+        assert_eq!(lib.header.version, crate::format::VERSION);
         let (mut found, mut total) = (0, 0);
         for _ in 0..20 {
             let query: Vec<f32> = unit(&(0..d).map(|_| next()).collect::<Vec<_>>());
@@ -715,7 +742,9 @@ mod tests {
         w.add("m", vec![entry("new", "person", None)], &emb[..d])
             .unwrap();
         let lib2 = Library::open(&p).unwrap();
-        assert!(lib2.has_ann("person"));
+        // Without the setting, the default: one graph, a version 1 file.
+        assert_eq!(lib2.ann_graphs("person"), 1);
+        assert_eq!(lib2.header.version, crate::format::VERSION_ONE_GRAPH);
         drop(lib2);
         let mut bytes = std::fs::read(&p).unwrap();
         let l = bytes.len();

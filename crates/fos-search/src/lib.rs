@@ -313,7 +313,7 @@ impl Searcher {
             query: serde_json::json!({
                 "box": q.rect, "category": q.category, "k": q.k, "patterns": q.patterns,
                 "aspect_factor": q.aspect_factor, "rerank": q.rerank, "background_size": [background.width(), background.height()],
-                "approximate": !q.exact && self.library.has_ann(&q.category),
+                "approximate": !q.exact && (self.library.ann_graphs(&q.category) > 0),
                 "model": self.library.model(),
             }),
             results,

@@ -74,6 +74,11 @@ pub struct BuildArgs {
     /// (HNSW, usearch) index, used by search unless --exact. Off by default.
     #[arg(long)]
     ann_threshold: Option<usize>,
+    /// Most cut-outs of one approximate graph: a larger category's index is
+    /// split into shards that one query searches in parallel (more cores,
+    /// more shards pay).
+    #[arg(long, default_value_t = fos_index::ann::ANN_SHARD_ROWS)]
+    ann_shard_rows: usize,
 }
 
 /// Arguments of `fos index add`.
@@ -245,10 +250,12 @@ fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         DtypeArg::F16 => Dtype::F16,
         DtypeArg::F32 => Dtype::F32,
     };
-    let w = LibraryWriter::lock(&a.out)?.ann_threshold(
-        a.ann_threshold
-            .unwrap_or(fos_index::format::DEFAULT_ANN_THRESHOLD),
-    );
+    let w = LibraryWriter::lock(&a.out)?
+        .ann_threshold(
+            a.ann_threshold
+                .unwrap_or(fos_index::format::DEFAULT_ANN_THRESHOLD),
+        )
+        .ann_shard_rows(a.ann_shard_rows);
     let n = entries.len();
     w.write(&enc.fingerprint(), enc.dim(), dtype, entries, &emb)?;
     let lib = Library::open(&a.out)?;
@@ -306,7 +313,9 @@ fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "library": a.library, "model": lib.model(), "dim": lib.dim(), "dtype": lib.dtype(),
             "cutouts": lib.len(), "patterns": lib.patterns().len(), "bytes": bytes,
-            "categories": cats.iter().map(|(c, n)| serde_json::json!({"name": c, "cutouts": n})).collect::<Vec<_>>(),
+            "categories": cats.iter().map(|(c, n)| serde_json::json!({
+                "name": c, "cutouts": n, "approximate_graphs": lib.ann_graphs(c),
+            })).collect::<Vec<_>>(),
         });
         println!("{v}");
     } else {
@@ -321,7 +330,10 @@ fn stats(a: StatsArgs) -> anyhow::Result<ExitCode> {
             bytes as f64 / 1e6
         );
         for (c, n) in cats {
-            println!("  {c:<16} {n}");
+            match lib.ann_graphs(&c) {
+                0 => println!("  {c:<16} {n}"),
+                g => println!("  {c:<16} {n} (approximate index: {g} graph(s))"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
