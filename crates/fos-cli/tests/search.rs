@@ -190,6 +190,18 @@ fn index_search_patterns_composites_add_remove() {
         want >= 2 && people["approximate_graphs"].as_u64() == Some(want),
         "{st}"
     );
+    // Adding keeps the library's shard size: one more person, graphs of 4.
+    let o = fos(
+        h,
+        &["index", "add", s(&ann_lib), s(&extra.join("new-one.png"))],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let o = fos(h, &["index", "stats", s(&ann_lib), "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let cats = st["categories"].as_array().unwrap();
+    let people = cats.iter().find(|c| c["name"] == "person").unwrap();
+    let want = people["cutouts"].as_u64().unwrap().div_ceil(4);
+    assert_eq!(people["approximate_graphs"].as_u64(), Some(want), "{st}");
 
     // A second writer is refused while the lock is held.
     let guard = fos_index::LibraryWriter::lock(&f.lib).unwrap();

@@ -122,6 +122,42 @@ pub struct Header {
     /// Categories this large or larger get an approximate index.
     #[serde(default = "default_ann_threshold")]
     pub ann_threshold: usize,
+    /// Most cut-outs of one graph: a larger category's index is sharded.
+    #[serde(default = "default_ann_shard_rows")]
+    pub ann_shard_rows: usize,
+}
+
+/// How a library's approximate indexes are made; recorded in the header so
+/// that `add` and `remove` rebuild them the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnSettings {
+    /// Categories this large or larger get an approximate index.
+    pub threshold: usize,
+    /// Most cut-outs of one graph (shard).
+    pub shard_rows: usize,
+}
+
+impl Default for AnnSettings {
+    fn default() -> Self {
+        AnnSettings {
+            threshold: DEFAULT_ANN_THRESHOLD,
+            shard_rows: crate::ann::ANN_SHARD_ROWS,
+        }
+    }
+}
+
+impl Header {
+    /// The approximate-index settings the library was written with.
+    pub fn ann_settings(&self) -> AnnSettings {
+        AnnSettings {
+            threshold: self.ann_threshold,
+            shard_rows: self.ann_shard_rows,
+        }
+    }
+}
+
+fn default_ann_shard_rows() -> usize {
+    crate::ann::ANN_SHARD_ROWS
 }
 
 /// Default of [`Header::ann_threshold`]: off. Approximate indexes are opt-in
@@ -188,7 +224,7 @@ pub fn encode(
     patterns: Vec<PatternInfo>,
     centroids: &[f32],
     ann: Vec<AnnBlob>,
-    ann_threshold: usize,
+    ann_settings: AnnSettings,
 ) -> Vec<u8> {
     assert_eq!(
         embeddings.len(),
@@ -240,7 +276,8 @@ pub fn encode(
                 },
             })
             .collect(),
-        ann_threshold,
+        ann_threshold: ann_settings.threshold,
+        ann_shard_rows: ann_settings.shard_rows.max(1),
     };
     // Offsets depend on the header's length, which depends on the offsets'
     // digits: iterate until stable (twice at most in practice).
@@ -463,10 +500,14 @@ mod tests {
                 scale: Some(700.0),
                 bytes: vec![1, 2, 3],
             }],
-            10,
+            AnnSettings {
+                threshold: 10,
+                shard_rows: 7,
+            },
         );
         let h = decode_header(Path::new("t"), &bytes).unwrap();
         assert_eq!(h.entries.len(), 2);
+        assert_eq!((h.ann_threshold, h.ann_shard_rows), (10, 7));
         assert_eq!(h.ann[0].scale, Some(700.0));
         // A checksummed header with an impossible scale is refused too.
         let bad = encode(
@@ -483,7 +524,10 @@ mod tests {
                 scale: Some(-1.0),
                 bytes: vec![1, 2, 3],
             }],
-            10,
+            AnnSettings {
+                threshold: 10,
+                shard_rows: 7,
+            },
         );
         let e = decode_header(Path::new("t"), &bad).unwrap_err();
         assert!(e.to_string().contains("bad scale"), "{e}");
@@ -517,7 +561,18 @@ mod tests {
         };
         let file = |ann| {
             let entries = vec![entry("a"), entry("b")];
-            encode("m", 3, Dtype::F16, entries, &emb, vec![], &[], ann, 1)
+            let settings = AnnSettings::default();
+            encode(
+                "m",
+                3,
+                Dtype::F16,
+                entries,
+                &emb,
+                vec![],
+                &[],
+                ann,
+                settings,
+            )
         };
         let one = file(vec![blob(vec![1, 2])]);
         assert_eq!(decode_header(Path::new("t"), &one).unwrap().version, 1);

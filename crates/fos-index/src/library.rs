@@ -10,7 +10,9 @@ use rayon::prelude::*;
 
 use crate::ann::{AnnIndex, AnnShards};
 pub use crate::ann::{ANN_CONNECTIVITY, ANN_EXPANSION_ADD, ANN_EXPANSION_SEARCH};
-use crate::format::{decode_header, encode, AnnBlob, Dtype, Entry, Header, PatternInfo};
+use crate::format::{
+    decode_header, encode, AnnBlob, AnnSettings, Dtype, Entry, Header, PatternInfo,
+};
 pub use crate::scan::{dot, top_k};
 use crate::scan::{search_batch, search_one, Block};
 use crate::IndexError;
@@ -361,7 +363,7 @@ pub struct LibraryWriter {
     path: PathBuf,
     _lock: File,
     ann_threshold: Option<usize>,
-    ann_shard_rows: usize,
+    ann_shard_rows: Option<usize>,
 }
 
 impl LibraryWriter {
@@ -384,7 +386,7 @@ impl LibraryWriter {
                 path: path.to_owned(),
                 _lock: file,
                 ann_threshold: None,
-                ann_shard_rows: crate::ann::ANN_SHARD_ROWS,
+                ann_shard_rows: None,
             }),
             Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Locked(path.to_owned())),
             Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io {
@@ -404,10 +406,21 @@ impl LibraryWriter {
 
     /// At most `n` cut-outs a graph: a larger category's approximate index is
     /// split into shards, searched in parallel (default
-    /// [`ANN_SHARD_ROWS`](crate::ann::ANN_SHARD_ROWS)).
+    /// [`ANN_SHARD_ROWS`](crate::ann::ANN_SHARD_ROWS), or the old library's
+    /// setting on add/remove).
     pub fn ann_shard_rows(mut self, n: usize) -> Self {
-        self.ann_shard_rows = n.max(1);
+        self.ann_shard_rows = Some(n.max(1));
         self
+    }
+
+    /// The approximate-index settings to write with: those given, else the
+    /// old library's (`old`), else the defaults.
+    fn ann_settings(&self, old: Option<&Library>) -> AnnSettings {
+        let base = old.map_or_else(AnnSettings::default, |l| l.header.ann_settings());
+        AnnSettings {
+            threshold: self.ann_threshold.unwrap_or(base.threshold),
+            shard_rows: self.ann_shard_rows.unwrap_or(base.shard_rows),
+        }
     }
 
     /// Writes a new library with these entries and f32 embeddings (row-major),
@@ -433,10 +446,8 @@ impl LibraryWriter {
                 return Err(IndexError::Invalid(format!("id {:?} given twice", e.id)));
             }
         }
-        let threshold = self
-            .ann_threshold
-            .unwrap_or(crate::format::DEFAULT_ANN_THRESHOLD);
-        self.write_with(model, dim, dtype, entries, embeddings, threshold)
+        let settings = self.ann_settings(None);
+        self.write_with(model, dim, dtype, entries, embeddings, settings)
     }
 
     fn write_with(
@@ -446,7 +457,7 @@ impl LibraryWriter {
         dtype: Dtype,
         entries: Vec<Entry>,
         embeddings: &[f32],
-        threshold: usize,
+        settings: AnnSettings,
     ) -> Result<(), IndexError> {
         let (patterns, centroids) = centroids(&entries, embeddings, dim);
         let mut by_cat: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -457,7 +468,10 @@ impl LibraryWriter {
                 .push(i as u32);
         }
         let mut ann = Vec::new();
-        for (cat, rows) in by_cat.iter().filter(|(_, r)| r.len() >= threshold.max(1)) {
+        for (cat, rows) in by_cat
+            .iter()
+            .filter(|(_, r)| r.len() >= settings.threshold.max(1))
+        {
             tracing::info!(
                 "building the approximate index of {cat} ({} cut-outs)",
                 rows.len()
@@ -466,7 +480,7 @@ impl LibraryWriter {
                 Block::F32(embeddings),
                 dim,
                 rows,
-                self.ann_shard_rows,
+                settings.shard_rows,
                 ANN_CONNECTIVITY,
                 ANN_EXPANSION_ADD,
             )?;
@@ -480,7 +494,7 @@ impl LibraryWriter {
             }
         }
         let bytes = encode(
-            model, dim, dtype, entries, embeddings, patterns, &centroids, ann, threshold,
+            model, dim, dtype, entries, embeddings, patterns, &centroids, ann, settings,
         );
         fos_image::atomic::write_atomic(&self.path, &bytes).map_err(|e| IndexError::Io {
             path: self.path.clone(),
@@ -514,8 +528,8 @@ impl LibraryWriter {
         all.extend(entries);
         emb.extend_from_slice(embeddings);
         let n = all.len();
-        let thr = self.ann_threshold.unwrap_or(old.header.ann_threshold);
-        self.write_with(model, old.dim(), old.dtype(), all, &emb, thr)?;
+        let settings = self.ann_settings(Some(&old));
+        self.write_with(model, old.dim(), old.dtype(), all, &emb, settings)?;
         Ok(n)
     }
 
@@ -540,8 +554,8 @@ impl LibraryWriter {
             }
         }
         let n = entries.len();
-        let thr = self.ann_threshold.unwrap_or(old.header.ann_threshold);
-        self.write_with(old.model(), d, old.dtype(), entries, &kept, thr)?;
+        let settings = self.ann_settings(Some(&old));
+        self.write_with(old.model(), d, old.dtype(), entries, &kept, settings)?;
         Ok(n)
     }
 }
@@ -742,7 +756,13 @@ mod tests {
         w.add("m", vec![entry("new", "person", None)], &emb[..d])
             .unwrap();
         let lib2 = Library::open(&p).unwrap();
-        // Without the setting, the default: one graph, a version 1 file.
+        // Add keeps the shard size too: 2,701 people, three graphs.
+        assert_eq!(lib2.ann_graphs("person"), 3);
+        drop(lib2);
+        // Given again, it changes: one graph, a version 1 file.
+        let w = w.ann_shard_rows(1_000_000);
+        w.remove(&["new".to_string()]).unwrap();
+        let lib2 = Library::open(&p).unwrap();
         assert_eq!(lib2.ann_graphs("person"), 1);
         assert_eq!(lib2.header.version, crate::format::VERSION_ONE_GRAPH);
         drop(lib2);
