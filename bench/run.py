@@ -32,11 +32,17 @@ def run(cmd, name=None, env=None):
     return v
 
 
+# Uncommitted changes that make a result `-dirty`: any tracked file except
+# the results and the report, which the run itself rewrites.
+CHANGED = ('status', '--porcelain', '--untracked-files=no', '--', '.',
+           ':!bench/results', ':!BENCHMARKS.md')
+
+
 def stamp():
     """The fos commit (with `-dirty` for uncommitted changes) and the time."""
     git = lambda *a: subprocess.run(['git', '-C', str(ROOT), *a], stdout=subprocess.PIPE,
                                     text=True).stdout.strip()
-    dirty = '-dirty' if git('status', '--porcelain', '--untracked-files=no') else ''
+    dirty = '-dirty' if git(*CHANGED) else ''
     return {'commit': git('rev-parse', '--short', 'HEAD') + dirty,
             'date': time.strftime('%Y-%m-%d %H:%M')}
 
@@ -57,7 +63,8 @@ def machine():
         'simd': sh("grep -m1 flags /proc/cpuinfo | tr ' ' '\\n' | grep -E '^(avx2|fma|f16c|avx512f)$' | tr '\\n' ' '"),
         'os': platform.platform(), 'python': platform.python_version(),
         'rustc': sh('rustc --version'), 'commit': sh(f'git -C {ROOT} rev-parse --short HEAD'),
-        'dirty': bool(sh(f'git -C {ROOT} status --porcelain --untracked-files=no')),
+        'dirty': bool(subprocess.run(['git', '-C', str(ROOT), *CHANGED], stdout=subprocess.PIPE,
+                                     text=True).stdout.strip()),
         'date': time.strftime('%Y-%m-%d %H:%M'),
     }
 
