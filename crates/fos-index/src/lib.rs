@@ -2,11 +2,12 @@
 //! ratio, pattern and embedding, plus pattern centroids and the fingerprint of
 //! the model that made the embeddings.
 //!
-//! * [`format`]: the single-file layout (magic, checksummed JSON header,
+//! * [`format`](mod@format): the single-file layout (magic, checksummed JSON header,
 //!   64-byte aligned f16/f32 embedding and centroid blocks) and atomic writes.
 //! * [`library`]: [`Library`] (open, memory-mapped, verified) with exact
-//!   cosine search per category and pattern-level search;
-//!   [`LibraryWriter`] (one writer at a time, by a lock file) for add/remove.
+//!   cosine search per category and pattern-level search.
+//! * [`writer`]: [`LibraryWriter`] (one writer at a time, by a lock file):
+//!   build, add, remove, always a new file renamed over the old.
 //! * [`ann`]: the optional approximate (HNSW) index of large categories.
 //! * [`scan`]: the exact-scan kernels (SIMD f16 dot products for one query,
 //!   tiled matrix products for a batch) and the running top-`k`.
@@ -27,9 +28,11 @@ pub mod ann;
 pub mod format;
 pub mod library;
 pub mod scan;
+pub mod writer;
 
 pub use format::{Dtype, Entry};
-pub use library::{Library, LibraryWriter};
+pub use library::Library;
+pub use writer::LibraryWriter;
 
 use std::path::PathBuf;
 
