@@ -38,10 +38,14 @@ CHANGED = ('status', '--porcelain', '--untracked-files=no', '--', '.',
            ':!bench/results', ':!BENCHMARKS.md')
 
 
+def git(*args):
+    """What `git -C ROOT ARGS` prints, stripped."""
+    return subprocess.run(['git', '-C', str(ROOT), *args], stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+
+
 def stamp():
     """The fos commit (with `-dirty` for uncommitted changes) and the time."""
-    git = lambda *a: subprocess.run(['git', '-C', str(ROOT), *a], stdout=subprocess.PIPE,
-                                    text=True).stdout.strip()
     dirty = '-dirty' if git(*CHANGED) else ''
     return {'commit': git('rev-parse', '--short', 'HEAD') + dirty,
             'date': time.strftime('%Y-%m-%d %H:%M')}
@@ -62,9 +66,7 @@ def machine():
         'cores': os.cpu_count(), 'memory': mem,
         'simd': sh("grep -m1 flags /proc/cpuinfo | tr ' ' '\\n' | grep -E '^(avx2|fma|f16c|avx512f)$' | tr '\\n' ' '"),
         'os': platform.platform(), 'python': platform.python_version(),
-        'rustc': sh('rustc --version'), 'commit': sh(f'git -C {ROOT} rev-parse --short HEAD'),
-        'dirty': bool(subprocess.run(['git', '-C', str(ROOT), *CHANGED], stdout=subprocess.PIPE,
-                                     text=True).stdout.strip()),
+        'rustc': sh('rustc --version'), 'commit': git('rev-parse', '--short', 'HEAD'), 'dirty': bool(git(*CHANGED)),
         'date': time.strftime('%Y-%m-%d %H:%M'),
     }
 
