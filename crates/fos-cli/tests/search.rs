@@ -322,15 +322,29 @@ fn eval_reports_every_method_in_one_run() {
     assert_eq!(r["protocol"], "sfosd");
     assert!(r["queries"].as_u64().unwrap() > 5);
     for m in ["random", "aspect", "pretrained"] {
-        for k in ["recall@1", "recall@5", "recall@10", "recall@20", "map"] {
+        for k in ["recall@1", "recall@5", "recall@10", "recall@20", "mrr"] {
             let v = r["methods"][m][k].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{m} {k} {v}");
         }
         assert!(r["methods"][m]["recall@20"].as_f64() >= r["methods"][m]["recall@1"].as_f64());
     }
-    for file in ["report.md", "per_category.csv", "metrics.json", "chart.png"] {
+    for file in ["report.md", "per_category.csv", "metrics.json", "chart.svg"] {
         assert!(out.join(file).is_file(), "{file}");
     }
+    // Every figure has its interval and query count; `mrr` is fos's own.
+    let aspect = &r["methods"]["aspect"];
+    assert_eq!(aspect["queries"], r["queries"]);
+    for k in ["recall@1", "recall@10", "mrr"] {
+        let v = aspect[k].as_f64().unwrap();
+        let ci = aspect["ci95"][k].as_array().unwrap();
+        let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+        assert!(lo <= v && v <= hi, "{k} {v} [{lo}, {hi}]");
+    }
+    let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("aspect"),
+        "{svg:.200}"
+    );
     let o = fos(
         f.home.path(),
         &[
@@ -377,6 +391,136 @@ fn eval_reports_every_method_in_one_run() {
         ],
     );
     assert_clean_error(&o, "no cut-outs in split");
+}
+
+#[test]
+fn eval_served_is_what_search_returns_and_scores_round_trip() {
+    let Some(f) = fixture() else {
+        return skip("../shared/data absent");
+    };
+    let h = f.home.path();
+    let out = f.dir.join("served");
+    let dump = f.dir.join("scores.csv");
+    let o = fos(
+        h,
+        &[
+            "eval",
+            "--dataset",
+            s(&f.ds),
+            "--baselines",
+            "aspect,served",
+            "--box-jitter",
+            "0",
+            "--dump-scores",
+            s(&dump),
+            "--out",
+            s(&out),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let from_ds: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // `served` against the library of the same split, through `fos search`.
+    let (bg, bx, id) = a_query(&f.ds);
+    let o = fos(
+        h,
+        &[
+            "search",
+            "--index",
+            s(&f.lib),
+            "--background",
+            s(&bg),
+            "--box",
+            &bx,
+            "--category",
+            "person",
+            "-k",
+            "10",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let searched: Vec<(String, f64)> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().unwrap().to_owned(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!searched.is_empty());
+    let text = std::fs::read_to_string(&dump).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("category,query,candidate,score,label,valid,method")
+    );
+    let mut served: Vec<(String, f64)> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| c[1] == id && c[6] == "served")
+        .map(|c| (c[2].to_owned(), c[3].parse::<f64>().unwrap()))
+        .filter(|(_, sc)| sc.is_finite())
+        .collect();
+    served.sort_by(|a, b| b.1.total_cmp(&a.1));
+    served.truncate(10);
+    assert_eq!(served.len(), searched.len());
+    for ((a, sa), (b, sb)) in served.iter().zip(&searched) {
+        assert_eq!(a, b);
+        assert!((sa - sb).abs() < 1e-6, "{a} {sa} {sb}");
+    }
+    // The dumped scores give back the same figures without the data set.
+    let o = fos(
+        h,
+        &[
+            "eval",
+            "--scores",
+            s(&dump),
+            "--out",
+            s(&f.dir.join("again")),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let again: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for m in ["aspect", "served"] {
+        for k in ["recall@1", "recall@5", "recall@10", "recall@20", "mrr"] {
+            assert_eq!(again["methods"][m][k], from_ds["methods"][m][k], "{m} {k}");
+            assert_eq!(
+                again["methods"][m]["ci95"][k],
+                from_ds["methods"][m]["ci95"][k]
+            );
+        }
+    }
+    assert_eq!(again["comparisons"][0]["reference"], "served");
+    // A malformed file: one line naming the line and the column, exit 2.
+    let bad = f.dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "category,query,candidate,score,label\nperson,q1,f1,0.5,1\nperson,q1,f2,high,0\n",
+    )
+    .unwrap();
+    let o = fos(
+        h,
+        &["eval", "--scores", s(&bad), "--out", s(&f.dir.join("bad"))],
+    );
+    assert_clean_error(&o, "line 3: column 4 (score)");
+    let o = fos(
+        h,
+        &[
+            "eval",
+            "--scores",
+            s(&dump),
+            "--reference",
+            "nope",
+            "--out",
+            s(&f.dir.join("bad")),
+        ],
+    );
+    assert_clean_error(&o, "--reference");
 }
 
 #[test]

@@ -1,27 +1,38 @@
-//! Evaluation of foreground search with the published protocols.
+//! Evaluation of foreground search with the published protocols, computed
+//! exactly as the released FOSD evaluator computes them, on fos's methods or
+//! on any model's scores, with error bars.
 //!
-//! * [`protocol`] - S-FOSD (Recall@1/5/10/20 and mAP; the background's own
-//!   cut-out is the answer, the pool is that category's cut-outs of the split)
-//!   and the pattern protocol (mAP with pattern-mates as positives), over any
-//!   set of [`methods`].
-//! * [`methods`] - the rankers compared: `random`, `aspect` (aspect ratio
-//!   only), `pretrained` (plain pretrained-feature similarity).
-//! * [`report`] - per-category CSV, overall markdown table, PNG bar chart.
+//! Data flows: a data set and methods -> [`protocol`] -> [`scores`] (every
+//! candidate's score; also read from and written to CSV) -> [`metrics`] (the
+//! released evaluator's figures) -> [`summary`] (per category and overall,
+//! 95% bootstrap intervals, paired differences) -> [`report`] (markdown, CSV,
+//! JSON, SVG chart).
+//!
+//! * [`protocol`] - S-FOSD (the background's own cut-out is the answer),
+//!   patterns (pattern-mates are answers) and R-FOSD (human labels).
+//! * [`methods`] - the rankers compared: `random`, `aspect`, embeddings
+//!   (`pretrained`, `student`, `early-fusion`), `discofos` re-ranking, and
+//!   `served` (exactly what `fos search` returns with its defaults).
 //!
 //! ```no_run
 //! use fos_eval::{methods::{Aspect, Method, Random}, protocol::{evaluate, EvalOptions, Protocol}};
+//! use fos_eval::summary::{summarise, SummaryOptions};
 //! let ds = fos_data::manifest::Dataset::open("data/coco".as_ref())?;
 //! let mut methods: Vec<Box<dyn Method>> = vec![Box::new(Random::new(0)), Box::new(Aspect)];
-//! let report = evaluate(&ds, &mut methods, &EvalOptions::new("test", Protocol::Sfosd), &())?;
-//! println!("{}", fos_eval::report::markdown(&report));
+//! let run = evaluate(&ds, &mut methods, &EvalOptions::new("test", Protocol::Sfosd), &())?;
+//! let summary = summarise(Protocol::Sfosd.suite(), &run.scores, &SummaryOptions::default());
+//! println!("{:?}", summary.methods[1].overall);
 //! # Ok::<(), fos_eval::EvalError>(())
 //! ```
 
 #![warn(missing_docs)]
 
 pub mod methods;
+pub mod metrics;
 pub mod protocol;
 pub mod report;
+pub mod scores;
+pub mod summary;
 
 /// Errors of an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +49,19 @@ pub enum EvalError {
     /// An image failed.
     #[error(transparent)]
     Image(#[from] fos_image::ImageError),
+    /// Indexing or searching failed (the `served` method).
+    #[error(transparent)]
+    Search(#[from] fos_search::SearchError),
+    /// A scores file is malformed.
+    #[error("{file}: line {line}: {message}")]
+    Scores {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong, naming the column.
+        message: String,
+    },
     /// Writing the report failed.
     #[error("{path}: {source}")]
     Io {

@@ -15,6 +15,8 @@ use crate::EvalError;
 pub struct Case {
     /// Index of the query (seeds per-query randomness).
     pub index: usize,
+    /// Category asked for.
+    pub category: String,
     /// The background photo.
     pub background: std::path::PathBuf,
     /// The query rectangle.
@@ -251,6 +253,83 @@ impl Method for DiscoFos {
             }
         }
         Ok(s)
+    }
+}
+
+/// What `fos search` serves with its defaults: the candidates indexed into a
+/// library with the encoder search uses, then each query run through
+/// [`fos_search::Searcher`] with [`fos_search::Query::new`]'s settings (aspect
+/// filter, no re-ranking) and k = the pool (at most 1,000). Candidates the
+/// search does not return (dropped by the aspect filter) score `-inf`.
+pub struct Served {
+    encoder: Option<Box<dyn Encoder>>,
+    searcher: Option<fos_search::Searcher>,
+    decode: DecodeOptions,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Serves with `encoder` (the one `fos search` would load).
+    pub fn new(encoder: Box<dyn Encoder>, decode: DecodeOptions) -> Result<Self, EvalError> {
+        let dir = tempfile::tempdir().map_err(|source| EvalError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        Ok(Served {
+            encoder: Some(encoder),
+            searcher: None,
+            decode,
+            dir,
+        })
+    }
+}
+
+impl Method for Served {
+    fn name(&self) -> String {
+        "served".into()
+    }
+    fn prepare(&mut self, ds: &Dataset, pool: &[&Record]) -> Result<(), EvalError> {
+        let encoder = self
+            .encoder
+            .take()
+            .ok_or_else(|| EvalError::Setup("served: prepared twice".into()))?;
+        let entries = pool
+            .iter()
+            .map(|r| fos_search::indexer::Indexer::entry_of(ds, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let library = fos_search::indexer::Indexer::new(encoder.as_ref(), self.decode).build(
+            &self.dir.path().join("served.fos"),
+            entries,
+            &Default::default(),
+            &(),
+        )?;
+        self.searcher = Some(fos_search::Searcher::new(library, encoder)?);
+        Ok(())
+    }
+    fn scores(
+        &mut self,
+        _ds: &Dataset,
+        case: &Case,
+        pool: &[&Record],
+    ) -> Result<Vec<f32>, EvalError> {
+        let searcher = self
+            .searcher
+            .as_ref()
+            .ok_or_else(|| EvalError::Setup("served: not prepared".into()))?;
+        let bg = fos_image::decode::load_rgb(&case.background, &self.decode)?;
+        let r = case.rect;
+        let mut q = fos_search::Query::new([r.x, r.y, r.w, r.h], &case.category);
+        q.k = pool.len().clamp(1, 1000);
+        let resp = searcher.search(&bg, &q)?;
+        let got: HashMap<&str, f32> = resp
+            .results
+            .iter()
+            .map(|h| (h.id.as_str(), h.score))
+            .collect();
+        Ok(pool
+            .iter()
+            .map(|r| got.get(r.id.as_str()).copied().unwrap_or(f32::NEG_INFINITY))
+            .collect())
     }
 }
 

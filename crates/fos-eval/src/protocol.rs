@@ -1,4 +1,16 @@
-//! The S-FOSD and pattern protocols.
+//! The protocols: which queries, which candidates, which positives. Each runs
+//! the methods on a data set and returns their scores ([`MethodScores`]);
+//! [`crate::summary`] turns scores into figures.
+//!
+//! * S-FOSD: every background of the split is a query; its candidates are the
+//!   split's cut-outs of its category; its own cut-out is the one positive.
+//!   Figures: [`Suite::Sfosd`].
+//! * Patterns: the same queries and candidates; every cut-out of the own
+//!   cut-out's pattern is a positive (Li et al. 2020). Figures:
+//!   [`Suite::Rfosd`] with every candidate valid.
+//! * R-FOSD: human labels (FOSD `test_set2.json`, read by `fos dataset build
+//!   --fosd`); every labelled cut-out is a candidate; a candidate is valid
+//!   when `|box_w/box_h - fg_w/fg_h| < 1.2`. Figures: [`Suite::Rfosd`].
 
 use std::collections::BTreeMap;
 
@@ -10,19 +22,43 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::methods::{Case, Method};
+use crate::metrics::Suite;
+use crate::scores::{Candidate, MethodScores, QueryScores};
 use crate::EvalError;
+
+/// R-FOSD's validity rule: the absolute difference of the aspect ratios
+/// (width / height, original pixels) must be below this.
+pub const RFOSD_ASPECT_DIFF: f64 = 1.2;
 
 /// Which ground truth.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// The background's own cut-out is the one answer (Recall@K, mAP = MRR).
+    /// The background's own cut-out is the one answer.
     Sfosd,
-    /// Every cut-out of the own cut-out's pattern is an answer (mAP).
+    /// Every cut-out of the own cut-out's pattern is an answer.
     Patterns,
-    /// Human labels (FOSD test_set2.json): mAP, mAP@20, Precision@K, averaged
-    /// per category, then over categories.
+    /// Human labels (FOSD test_set2.json).
     Rfosd,
+}
+
+impl Protocol {
+    /// The figures this protocol reports.
+    pub fn suite(self) -> Suite {
+        match self {
+            Protocol::Sfosd => Suite::Sfosd,
+            Protocol::Patterns | Protocol::Rfosd => Suite::Rfosd,
+        }
+    }
+
+    /// Name in reports.
+    pub fn title(self) -> &'static str {
+        match self {
+            Protocol::Sfosd => "S-FOSD",
+            Protocol::Patterns => "Pattern",
+            Protocol::Rfosd => "R-FOSD",
+        }
+    }
 }
 
 /// Settings of an evaluation.
@@ -32,12 +68,13 @@ pub struct EvalOptions {
     pub split: String,
     /// Protocol.
     pub protocol: Protocol,
-    /// Categories with fewer pool cut-outs are left out.
+    /// Categories with fewer pool cut-outs are left out (S-FOSD, patterns).
     pub min_pool: usize,
     /// Each side of the query rectangle is scaled by a random factor in
     /// [1 - j, 1 + j] (seeded, centre kept, clamped to the photo). With exact
     /// boxes, S-FOSD is solved by aspect ratio alone, since the answer's
-    /// aspect ratio *is* the box's.
+    /// aspect ratio *is* the box's. Not applied to R-FOSD (boxes drawn by
+    /// hand).
     pub box_jitter: f64,
     /// Seed of the jitter.
     pub seed: u64,
@@ -56,134 +93,17 @@ impl EvalOptions {
     }
 }
 
-/// Sums for one method in one category.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Tally {
-    /// Queries.
-    pub queries: usize,
-    /// Queries whose answer is within the top 1, 5, 10, 20.
-    pub hits: [usize; 4],
-    /// Sum of average precisions.
-    pub ap_sum: f64,
-    /// Sum of average precisions over the top 20 (R-FOSD).
-    pub ap20_sum: f64,
-    /// Sums of precision at 1, 5, 10, 20 (R-FOSD).
-    pub prec_sum: [f64; 4],
-}
-
-/// The K of Recall@K.
-pub const KS: [usize; 4] = [1, 5, 10, 20];
-
-impl Tally {
-    /// Recall@K for `KS[i]`.
-    pub fn recall(&self, i: usize) -> f64 {
-        self.hits[i] as f64 / self.queries.max(1) as f64
-    }
-    /// Mean average precision.
-    pub fn map(&self) -> f64 {
-        self.ap_sum / self.queries.max(1) as f64
-    }
-    /// Mean AP@20.
-    pub fn map20(&self) -> f64 {
-        self.ap20_sum / self.queries.max(1) as f64
-    }
-    /// Mean precision at `KS[i]`.
-    pub fn precision(&self, i: usize) -> f64 {
-        self.prec_sum[i] / self.queries.max(1) as f64
-    }
-    fn add(&mut self, o: &Tally) {
-        self.queries += o.queries;
-        self.ap_sum += o.ap_sum;
-        self.ap20_sum += o.ap20_sum;
-        for i in 0..4 {
-            self.prec_sum[i] += o.prec_sum[i];
-        }
-        for i in 0..4 {
-            self.hits[i] += o.hits[i];
-        }
-    }
-}
-
-/// The result of an evaluation.
-#[derive(Clone, Debug, Serialize)]
-pub struct EvalReport {
+/// What an evaluation of a data set produced: every method's scores.
+#[derive(Clone, Debug)]
+pub struct Run {
     /// Protocol.
     pub protocol: Protocol,
     /// Split.
     pub split: String,
     /// Box jitter used.
     pub box_jitter: f64,
-    /// Methods, in the order given.
-    pub methods: Vec<String>,
-    /// category -> (pool size, per-method tallies).
-    pub categories: BTreeMap<String, (usize, Vec<Tally>)>,
-}
-
-impl EvalReport {
-    /// R-FOSD's overall figures: the mean over categories of each
-    /// category's mean (as a tally of one query per category).
-    pub fn macro_overall(&self, m: usize) -> Tally {
-        let mut t = Tally::default();
-        for (_, ts) in self.categories.values() {
-            let c = &ts[m];
-            if c.queries == 0 {
-                continue;
-            }
-            t.queries += 1;
-            t.ap_sum += c.map();
-            t.ap20_sum += c.map20();
-            for i in 0..4 {
-                t.prec_sum[i] += c.precision(i);
-            }
-        }
-        t
-    }
-
-    /// All queries of a method (micro average over categories).
-    pub fn overall(&self, m: usize) -> Tally {
-        let mut t = Tally::default();
-        for (_, ts) in self.categories.values() {
-            t.add(&ts[m]);
-        }
-        t
-    }
-    /// Number of queries.
-    pub fn queries(&self) -> usize {
-        self.categories
-            .values()
-            .map(|(_, t)| t.first().map_or(0, |t| t.queries))
-            .sum()
-    }
-}
-
-/// Average precision of a ranking: `relevant[i]` for the items in ranked order.
-pub fn average_precision(relevant: &[bool]) -> f64 {
-    let total = relevant.iter().filter(|&&r| r).count();
-    if total == 0 {
-        return 0.0;
-    }
-    let mut hits = 0usize;
-    let mut sum = 0.0;
-    for (i, &r) in relevant.iter().enumerate() {
-        if r {
-            hits += 1;
-            sum += hits as f64 / (i + 1) as f64;
-        }
-    }
-    sum / total as f64
-}
-
-/// Ranks pool indices by score, best first; ties are broken against the
-/// answer (pessimistic) by putting the query's own cut-out last among equals.
-fn ranking(scores: &[f32], own: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| {
-        scores[b]
-            .total_cmp(&scores[a])
-            .then((a == own).cmp(&(b == own)))
-            .then(a.cmp(&b))
-    });
-    idx
+    /// Scores, one entry per method in the order given.
+    pub scores: Vec<MethodScores>,
 }
 
 fn jitter(r: &Record, j: f64, rng: &mut ChaCha8Rng) -> Rect {
@@ -208,18 +128,87 @@ fn jitter(r: &Record, j: f64, rng: &mut ChaCha8Rng) -> Rect {
     }
 }
 
-/// Runs `methods` on the split's queries.
+/// One query to run: the case, its pool, labels and validity.
+struct Job<'a> {
+    category: String,
+    query: String,
+    case: Case,
+    pool: Vec<&'a Record>,
+    labels: Vec<bool>,
+    valid: Vec<bool>,
+}
+
+/// Runs `methods` on the split's queries under `opts.protocol`.
 pub fn evaluate(
     ds: &Dataset,
     methods: &mut [Box<dyn Method>],
     opts: &EvalOptions,
     progress: &dyn Progress,
-) -> Result<EvalReport, EvalError> {
-    if opts.protocol == Protocol::Rfosd {
-        return evaluate_rfosd(ds, methods, opts, progress);
+) -> Result<Run, EvalError> {
+    let jobs = match opts.protocol {
+        Protocol::Rfosd => rfosd_jobs(ds)?,
+        _ => split_jobs(ds, opts)?,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let all_pool: Vec<&Record> = jobs
+        .iter()
+        .flat_map(|j| j.pool.iter().copied())
+        .filter(|r| seen.insert(r.id.as_str()))
+        .collect();
+    for m in methods.iter_mut() {
+        m.prepare(ds, &all_pool)?;
     }
+    progress.start((jobs.len() * methods.len()) as u64);
+    let mut scores: Vec<MethodScores> = methods
+        .iter()
+        .map(|m| MethodScores {
+            name: m.name(),
+            queries: Vec::with_capacity(jobs.len()),
+        })
+        .collect();
+    for job in &jobs {
+        for (m, out) in methods.iter_mut().zip(scores.iter_mut()) {
+            let s = m.scores(ds, &job.case, &job.pool)?;
+            out.queries.push(QueryScores {
+                category: job.category.clone(),
+                query: job.query.clone(),
+                candidates: job
+                    .pool
+                    .iter()
+                    .zip(s)
+                    .zip(job.labels.iter().zip(&job.valid))
+                    .map(|((r, score), (&label, &valid))| Candidate {
+                        id: r.id.clone(),
+                        score,
+                        label,
+                        valid,
+                    })
+                    .collect(),
+            });
+            progress.inc(1);
+        }
+    }
+    progress.finish();
+    Ok(Run {
+        protocol: opts.protocol,
+        split: if opts.protocol == Protocol::Rfosd {
+            "test".into()
+        } else {
+            opts.split.clone()
+        },
+        box_jitter: if opts.protocol == Protocol::Rfosd {
+            0.0
+        } else {
+            opts.box_jitter
+        },
+        scores,
+    })
+}
+
+/// S-FOSD and pattern queries: the split's backgrounds, by category.
+fn split_jobs<'a>(ds: &'a Dataset, opts: &EvalOptions) -> Result<Vec<Job<'a>>, EvalError> {
     let mut by_cat: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for r in ds.split(&opts.split) {
+    for r in ds.records.iter().filter(|r| r.split == opts.split) {
         by_cat.entry(r.category.as_str()).or_default().push(r);
     }
     if by_cat.is_empty() {
@@ -243,107 +232,47 @@ pub fn evaluate(
             opts.min_pool, opts.split
         )));
     }
-    let all_pool: Vec<&Record> = by_cat.values().flatten().copied().collect();
-    for m in methods.iter_mut() {
-        m.prepare(ds, &all_pool)?;
-    }
-    let total: usize = by_cat
-        .values()
-        .map(|v| {
-            v.iter()
-                .filter(|r| r.background.is_some() && r.bbox.is_some())
-                .count()
-        })
-        .sum();
-    progress.start((total * methods.len()) as u64);
-    let mut categories = BTreeMap::new();
-    let mut index = 0usize;
+    let mut jobs = Vec::new();
     for (cat, pool) in &by_cat {
-        let mut tallies = vec![Tally::default(); methods.len()];
         for (own, r) in pool.iter().enumerate() {
-            if r.background.is_none() || r.bbox.is_none() {
+            let Some(bg) = r.background.as_deref().filter(|_| r.bbox.is_some()) else {
                 continue;
-            }
+            };
+            let index = jobs.len();
             let mut rng = ChaCha8Rng::seed_from_u64(
                 opts.seed ^ (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
             );
-            let background = ds.path(r.background.as_deref().expect("checked above"));
-            let case = Case {
-                index,
-                background,
-                rect: jitter(r, opts.box_jitter, &mut rng),
-            };
-            index += 1;
-            for (m, t) in methods.iter_mut().zip(tallies.iter_mut()) {
-                let scores = m.scores(ds, &case, pool)?;
-                let order = ranking(&scores, own);
-                let rank = order
-                    .iter()
-                    .position(|&i| i == own)
-                    .expect("own is in the pool")
-                    + 1;
-                t.queries += 1;
-                for (h, k) in t.hits.iter_mut().zip(KS) {
-                    *h += (rank <= k) as usize;
-                }
-                t.ap_sum += match opts.protocol {
-                    Protocol::Sfosd => 1.0 / rank as f64,
-                    Protocol::Rfosd => unreachable!("evaluate_rfosd"),
-                    Protocol::Patterns => {
-                        let rel: Vec<bool> = order
-                            .iter()
-                            .map(|&i| {
-                                i == own || (r.pattern.is_some() && pool[i].pattern == r.pattern)
-                            })
-                            .collect();
-                        average_precision(&rel)
-                    }
-                };
-                progress.inc(1);
-            }
-        }
-        if tallies[0].queries > 0 {
-            categories.insert(cat.to_string(), (pool.len(), tallies));
+            let labels = pool
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    i == own
+                        || (opts.protocol == Protocol::Patterns
+                            && r.pattern.is_some()
+                            && p.pattern == r.pattern)
+                })
+                .collect();
+            jobs.push(Job {
+                category: cat.to_string(),
+                query: r.id.clone(),
+                case: Case {
+                    index,
+                    category: cat.to_string(),
+                    background: ds.path(bg),
+                    rect: jitter(r, opts.box_jitter, &mut rng),
+                },
+                pool: pool.clone(),
+                labels,
+                valid: vec![true; pool.len()],
+            });
         }
     }
-    progress.finish();
-    Ok(EvalReport {
-        protocol: opts.protocol,
-        split: opts.split.clone(),
-        box_jitter: opts.box_jitter,
-        methods: methods.iter().map(|m| m.name()).collect(),
-        categories,
-    })
+    Ok(jobs)
 }
 
-/// AP over the top `k` of a ranking: the sum of precisions at the relevant
-/// items within the top `k`, divided by min(relevant, k).
-pub fn average_precision_at(relevant: &[bool], k: usize) -> f64 {
-    let total = relevant.iter().filter(|&&r| r).count().min(k);
-    if total == 0 {
-        return 0.0;
-    }
-    let mut hits = 0usize;
-    let mut sum = 0.0;
-    for (i, &r) in relevant.iter().take(k).enumerate() {
-        if r {
-            hits += 1;
-            sum += hits as f64 / (i + 1) as f64;
-        }
-    }
-    sum / total as f64
-}
-
-/// R-FOSD: every labelled cut-out of the query's category is a candidate,
-/// those whose aspect ratio differs from the box's by a factor of 1.2 or more
-/// are dropped (as the released evaluator does), positives are the cut-outs
-/// people marked compatible. Queries with no positive left are skipped.
-fn evaluate_rfosd(
-    ds: &Dataset,
-    methods: &mut [Box<dyn Method>],
-    _opts: &EvalOptions,
-    progress: &dyn Progress,
-) -> Result<EvalReport, EvalError> {
+/// R-FOSD queries: every labelled background; every labelled cut-out in the
+/// data set is a candidate.
+fn rfosd_jobs(ds: &Dataset) -> Result<Vec<Job<'_>>, EvalError> {
     let queries = fos_data::fosd::read_rfosd(&ds.root)?.ok_or_else(|| {
         EvalError::Setup(format!(
             "{} has no human labels (rfosd.json); build the data set from a FOSD folder with `fos dataset build --fosd DIR`",
@@ -352,107 +281,45 @@ fn evaluate_rfosd(
     })?;
     let by_id: std::collections::HashMap<&str, &Record> =
         ds.records.iter().map(|r| (r.id.as_str(), r)).collect();
-    let mut seen = std::collections::HashSet::new();
-    let all_pool: Vec<&Record> = queries
-        .iter()
-        .flat_map(|q| q.labels.keys())
-        .filter_map(|id| by_id.get(id.as_str()).copied())
-        .filter(|r| seen.insert(r.id.as_str()))
-        .collect();
-    for m in methods.iter_mut() {
-        m.prepare(ds, &all_pool)?;
-    }
-    progress.start((queries.len() * methods.len()) as u64);
-    let mut categories: BTreeMap<String, (usize, Vec<Tally>)> = BTreeMap::new();
-    for (index, q) in queries.iter().enumerate() {
+    let mut jobs = Vec::new();
+    for q in &queries {
         let [x, y, w, h] = q.bbox.map(|v| v as f64);
         let box_aspect = w / h.max(1.0);
         let pool: Vec<&Record> = q
             .labels
             .keys()
             .filter_map(|id| by_id.get(id.as_str()).copied())
-            .filter(|r| {
-                let ratio = r.aspect() / box_aspect;
-                ratio.max(1.0 / ratio) < 1.2
-            })
             .collect();
-        let positives: Vec<bool> = pool
+        if pool.is_empty() {
+            continue;
+        }
+        let labels = pool
             .iter()
             .map(|r| q.labels.get(&r.id) == Some(&1))
             .collect();
-        if !positives.iter().any(|&p| p) {
-            progress.inc(methods.len() as u64);
-            continue;
-        }
-        let case = Case {
-            index,
-            background: ds.path(&q.background),
-            rect: Rect { x, y, w, h },
-        };
-        let entry = categories
-            .entry(q.category.clone())
-            .or_insert_with(|| (0, vec![Tally::default(); methods.len()]));
-        entry.0 = entry.0.max(pool.len());
-        for (m, t) in methods.iter_mut().zip(entry.1.iter_mut()) {
-            let scores = m.scores(ds, &case, &pool)?;
-            // Ties broken by pool order (no answer to be pessimistic about).
-            let order = ranking(&scores, usize::MAX);
-            let rel: Vec<bool> = order.iter().map(|&i| positives[i]).collect();
-            t.queries += 1;
-            t.ap_sum += average_precision(&rel);
-            t.ap20_sum += average_precision_at(&rel, 20);
-            for (p, k) in t.prec_sum.iter_mut().zip(KS) {
-                *p += rel.iter().take(k).filter(|&&r| r).count() as f64 / k as f64;
-            }
-            for (hh, k) in t.hits.iter_mut().zip(KS) {
-                *hh += rel.iter().take(k).any(|&r| r) as usize;
-            }
-            progress.inc(1);
-        }
+        let valid = pool
+            .iter()
+            .map(|r| (box_aspect - r.aspect()).abs() < RFOSD_ASPECT_DIFF)
+            .collect();
+        let index = jobs.len();
+        jobs.push(Job {
+            category: q.category.clone(),
+            query: q.background.clone(),
+            case: Case {
+                index,
+                category: q.category.clone(),
+                background: ds.path(&q.background),
+                rect: Rect { x, y, w, h },
+            },
+            pool,
+            labels,
+            valid,
+        });
     }
-    progress.finish();
-    if categories.is_empty() {
+    if jobs.is_empty() {
         return Err(EvalError::Setup(
-            "no R-FOSD query has a compatible cut-out left after the aspect-ratio filter".into(),
+            "no R-FOSD query has a labelled cut-out in the data set".into(),
         ));
     }
-    Ok(EvalReport {
-        protocol: Protocol::Rfosd,
-        split: "test".into(),
-        box_jitter: 0.0,
-        methods: methods.iter().map(|m| m.name()).collect(),
-        categories,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn average_precision_by_hand() {
-        // Relevant at ranks 1 and 3: (1/1 + 2/3) / 2.
-        assert!(
-            (average_precision(&[true, false, true, false]) - (1.0 + 2.0 / 3.0) / 2.0).abs()
-                < 1e-12
-        );
-        assert_eq!(average_precision(&[false, false]), 0.0);
-        assert!((average_precision(&[false, true]) - 0.5).abs() < 1e-12);
-    }
-
-    #[test]
-    fn ap_at_20_and_precision_by_hand() {
-        let mut rel = vec![false; 30];
-        rel[0] = true;
-        rel[25] = true;
-        // Within the top 20 only rank 1 is relevant: 1 / min(2, 20).
-        assert!((average_precision_at(&rel, 20) - 0.5).abs() < 1e-12);
-        assert!((average_precision(&rel) - (1.0 + 2.0 / 26.0) / 2.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn ties_are_broken_against_the_answer() {
-        assert_eq!(ranking(&[0.5, 0.5, 0.9], 0), vec![2, 1, 0]);
-        assert_eq!(ranking(&[0.5, 0.5, 0.9], 1), vec![2, 0, 1]);
-    }
+    Ok(jobs)
 }

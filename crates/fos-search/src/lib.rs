@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod composite;
+pub mod indexer;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -51,10 +52,21 @@ pub enum SearchError {
     /// An image failed.
     #[error(transparent)]
     Image(#[from] fos_image::ImageError),
+    /// A data set or folder of cut-outs failed.
+    #[error(transparent)]
+    Data(#[from] fos_data::DataError),
+    /// A cut-out or input that cannot be indexed.
+    #[error("{0}")]
+    Input(String),
 }
 
 /// Default aspect-ratio filter: candidates whose aspect ratio differs from the
-/// rectangle's by this factor or more are dropped (DiscoFOS's evaluator).
+/// rectangle's by this factor or more are dropped. This is fos's rule, not the
+/// FOSD evaluator's (which takes an absolute difference of aspect ratios,
+/// `|w/h - w'/h'| < 1.2`): a factor treats tall and wide shapes alike (a
+/// 0.3 box keeps 0.25..0.36, a 3.0 box keeps 2.5..3.6), where an absolute
+/// difference of 1.2 keeps every shape from 0 to 1.5 for a 0.3 box and
+/// almost nothing of the same relative spread for a wide one.
 pub const DEFAULT_ASPECT_FACTOR: f64 = 1.2;
 
 /// With re-ranking, the fusion head re-scores this many embedding candidates

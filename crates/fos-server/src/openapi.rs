@@ -47,7 +47,7 @@ pub const OPENAPI: &str = r##"{
         "category": {"type": "string"},
         "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
         "patterns": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 100}, "minItems": 2, "maxItems": 2, "description": "[top patterns, members each]"},
-        "aspect_factor": {"type": "number", "nullable": true, "default": 1.2},
+        "aspect_factor": {"type": "number", "nullable": true, "default": 1.2, "description": "drop cut-outs whose aspect ratio differs from the box's by this factor or more (fos's rule, not the FOSD evaluator's absolute difference); null: no filter"},
         "rerank": {"type": "boolean", "default": false}}},
       "Hit": {"type": "object", "properties": {
         "rank": {"type": "integer"}, "id": {"type": "string"}, "path": {"type": "string"},

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use clap::Args as ClapArgs;
 use fos_data::build::{BuildOptions, CocoSource};
 use fos_data::manifest::Dataset;
-use fos_index::{Dtype, Library, LibraryWriter};
+use fos_index::Library;
 use fos_model::backbone::BackboneKind;
 use fos_model::embed::Encoder;
 use fos_search::{Query, Searcher};
@@ -218,7 +218,8 @@ fn prepare(
     let mut ds = Dataset::open(ds_dir)?;
     // One embedding per cut-out serves both the pattern clustering and the index.
     let paths: Vec<PathBuf> = ds.records.iter().map(|r| ds.path(&r.foreground)).collect();
-    let emb = super::index::embed_paths(enc, &paths, 16, ctx)?;
+    let emb = fos_search::indexer::Indexer::new(enc, ctx.decode)
+        .embed(&paths, &super::Bar::new("embed"))?;
     let d = enc.dim();
     let feats: Vec<Vec<f32>> = ds
         .records
@@ -242,14 +243,13 @@ fn prepare(
     let mut test_emb = Vec::new();
     for (i, r) in ds.records.iter().enumerate() {
         if r.split == "test" {
-            entries.push(super::index::entry_of(&ds, r)?);
+            entries.push(fos_search::indexer::Indexer::entry_of(&ds, r)?);
             test_emb.extend_from_slice(&emb[i * d..(i + 1) * d]);
         }
     }
     if let Some(dir) = lib_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let w = LibraryWriter::lock(lib_path)?;
-    w.write(&enc.fingerprint(), d, Dtype::F16, entries, &test_emb)?;
+    fos_search::indexer::Indexer::write(lib_path, enc, entries, &test_emb, &Default::default())?;
     Ok(())
 }

@@ -1,13 +1,13 @@
 //! `fos index`: build, extend, shrink and inspect a cut-out library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::{Args as ClapArgs, Subcommand, ValueEnum};
-use fos_data::manifest::{Dataset, Record};
+use fos_data::manifest::Dataset;
 use fos_index::{Dtype, Entry, Library, LibraryWriter};
-use fos_model::embed::Encoder;
+use fos_search::indexer::{BuildSettings, Indexer};
 
 pub use super::encoder::EncoderArgs;
 
@@ -131,134 +131,27 @@ pub fn run(args: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A library entry for a data-set record.
-pub fn entry_of(ds: &Dataset, r: &Record) -> anyhow::Result<Entry> {
-    let path = ds.path(&r.foreground);
-    let path = std::fs::canonicalize(&path).with_context(|| format!("cut-out of {}", r.id))?;
-    let aspect = match (r.fg_size, r.bbox) {
-        (Some(_), _) | (_, Some(_)) => r.aspect() as f32,
-        (None, None) => {
-            let (w, h) =
-                image::image_dimensions(&path).with_context(|| format!("{}", path.display()))?;
-            w as f32 / h.max(1) as f32
-        }
-    };
-    Ok(Entry {
-        id: r.id.clone(),
-        category: r.category.clone(),
-        path: path.to_string_lossy().into_owned(),
-        aspect,
-        pattern: r.pattern.clone(),
-    })
-}
-
-/// Embeds cut-out images in batches, with a progress bar; row-major f32.
-pub fn embed_paths(
-    enc: &dyn Encoder,
-    paths: &[PathBuf],
-    batch: usize,
-    ctx: &super::Context,
-) -> anyhow::Result<Vec<f32>> {
-    let pb = super::progress(paths.len() as u64, "embed");
-    let mut out = Vec::with_capacity(paths.len() * enc.dim());
-    for chunk in paths.chunks(batch.max(1)) {
-        let imgs = chunk
-            .iter()
-            .map(|p| fos_image::decode::load_rgba(p, &ctx.decode))
-            .collect::<Result<Vec<_>, _>>()?;
-        for v in enc.foregrounds(&imgs)? {
-            out.extend(v);
-        }
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
-    Ok(out)
-}
-
-fn png_entry(p: &Path, category: Option<&str>) -> anyhow::Result<Entry> {
-    let img = fos_image::decode::load(p, &fos_image::decode::DecodeOptions::default())?;
-    if !img.color().has_alpha() {
-        bail!(
-            "{}: a cut-out needs an alpha channel; for JPEG + mask files run `fos dataset build --foregrounds DIR` first and index that",
-            p.display()
-        );
-    }
-    let category = match category {
-        Some(c) => c.to_owned(),
-        None => p
-            .parent()
-            .and_then(|d| d.file_name())
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: give --category (no folder name to take it from)",
-                    p.display()
-                )
-            })?,
-    };
-    let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("cutout");
-    let path = std::fs::canonicalize(p)?;
-    Ok(Entry {
-        id: fos_data::manifest::sanitize(&format!("{category}-{stem}")),
-        category,
-        path: path.to_string_lossy().into_owned(),
-        aspect: img.width() as f32 / img.height().max(1) as f32,
-        pattern: None,
-    })
-}
-
 fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let enc = a.enc.load()?;
-    let entries: Vec<Entry> = if let Some(dir) = &a.dataset {
-        let ds = Dataset::open(dir)?;
-        let recs: Vec<&Record> = ds
-            .records
-            .iter()
-            .filter(|r| a.split.as_ref().is_none_or(|s| &r.split == s))
-            .collect();
-        if recs.is_empty() {
-            bail!(
-                "{} has no cut-outs{}",
-                dir.display(),
-                a.split
-                    .as_ref()
-                    .map(|s| format!(" in split {s:?}"))
-                    .unwrap_or_default()
-            );
-        }
-        recs.iter()
-            .map(|r| entry_of(&ds, r))
-            .collect::<anyhow::Result<_>>()?
-    } else {
-        let dir = a.foregrounds.as_ref().expect("clap requires one");
-        let files = fos_data::folder::scan(dir)?;
-        if files.is_empty() {
-            bail!(
-                "{}: no cut-outs found (DIR/CATEGORY/NAME.png)",
-                dir.display()
-            );
-        }
-        files
-            .iter()
-            .map(|f| png_entry(&f.image, Some(&f.category)))
-            .collect::<anyhow::Result<_>>()?
+    let entries = match (&a.dataset, &a.foregrounds) {
+        (Some(dir), _) => Indexer::dataset_entries(&Dataset::open(dir)?, a.split.as_deref())?,
+        (None, Some(dir)) => Indexer::folder_entries(dir)?,
+        (None, None) => bail!("give --dataset or --foregrounds"),
     };
-    let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
-    let emb = embed_paths(enc.as_ref(), &paths, usize::from(a.enc.batch), ctx)?;
-    let dtype = match a.dtype {
-        DtypeArg::F16 => Dtype::F16,
-        DtypeArg::F32 => Dtype::F32,
+    let settings = BuildSettings {
+        dtype: match a.dtype {
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        },
+        ann_threshold: a
+            .ann_threshold
+            .unwrap_or(fos_index::format::DEFAULT_ANN_THRESHOLD),
+        ann_shard_rows: a.ann_shard_rows,
     };
-    let w = LibraryWriter::lock(&a.out)?
-        .ann_threshold(
-            a.ann_threshold
-                .unwrap_or(fos_index::format::DEFAULT_ANN_THRESHOLD),
-        )
-        .ann_shard_rows(a.ann_shard_rows);
     let n = entries.len();
-    w.write(&enc.fingerprint(), enc.dim(), dtype, entries, &emb)?;
-    let lib = Library::open(&a.out)?;
+    let lib = Indexer::new(enc.as_ref(), ctx.decode)
+        .batch(usize::from(a.enc.batch))
+        .build(&a.out, entries, &settings, &super::Bar::new("embed"))?;
     println!(
         "indexed {n} cut-outs ({} categories, {} patterns) into {} with {}",
         lib.categories().len(),
@@ -270,26 +163,16 @@ fn build(a: BuildArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
 }
 
 fn add(a: AddArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
-    let w = LibraryWriter::lock(&a.library)?;
-    let lib = Library::open(&a.library)?;
     let enc = a.enc.load()?;
-    if lib.model() != enc.fingerprint() {
-        bail!(
-            "the library was made with model {}, the encoder in use is {}; use the same --backbone",
-            lib.model(),
-            enc.fingerprint()
-        );
-    }
-    drop(lib);
     let entries: Vec<Entry> = a
         .paths
         .iter()
-        .map(|p| png_entry(p, a.category.as_deref()))
-        .collect::<anyhow::Result<_>>()?;
-    let paths: Vec<PathBuf> = entries.iter().map(|e| PathBuf::from(&e.path)).collect();
-    let emb = embed_paths(enc.as_ref(), &paths, usize::from(a.enc.batch), ctx)?;
+        .map(|p| Indexer::png_entry(p, a.category.as_deref()))
+        .collect::<Result<_, _>>()?;
     let k = entries.len();
-    let n = w.add(&enc.fingerprint(), entries, &emb)?;
+    let n = Indexer::new(enc.as_ref(), ctx.decode)
+        .batch(usize::from(a.enc.batch))
+        .add(&a.library, entries, &super::Bar::new("embed"))?;
     println!("added {k} cut-outs; {} now holds {n}", a.library.display());
     Ok(ExitCode::SUCCESS)
 }

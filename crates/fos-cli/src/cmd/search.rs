@@ -18,8 +18,10 @@ Examples:
   fos search --background park.jpg --box 100,80,60,150 --category person --patterns 3x2 --composite out/
 
 The box is [x, y, w, h] in background pixels (COCO order). Results whose aspect
-ratio differs from the box's by a factor of 1.2 or more are dropped (as the
-DiscoFOS evaluator does); --aspect-factor changes it, --no-aspect-filter turns it off.
+ratio differs from the box's by a factor of 1.2 or more are dropped; this is
+fos's rule (a factor treats tall and wide boxes alike), not the FOSD
+evaluator's absolute difference |w/h - w'/h'| < 1.2, which keeps almost any
+shape for a tall box. --aspect-factor changes it, --no-aspect-filter turns it off.
 --json prints {\"query\", \"results\": [{\"rank\", \"id\", \"path\", \"category\",
 \"score\", \"pattern\"}], \"patterns\": [{\"pattern\", \"score\", \"members\"}], \"timing_ms\"}.")]
 pub struct Args {
