@@ -73,6 +73,41 @@ impl Suite {
     }
 }
 
+/// numpy's sum of float64 values (`np.add.reduce`, so `np.mean` = this / n):
+/// pairwise, with eight accumulators in blocks of up to 128. The order of
+/// the additions decides the last bit, and the last bit decides roundings
+/// such as 62.194999.. against 62.195.
+pub fn np_sum(a: &[f64]) -> f64 {
+    let n = a.len();
+    if n < 8 {
+        a.iter().fold(0.0, |s, &x| s + x)
+    } else if n <= 128 {
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i < n - n % 8 {
+            for j in 0..8 {
+                r[j] += a[i + j];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &x in &a[i..] {
+            res += x;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        np_sum(&a[..n2]) + np_sum(&a[n2..])
+    }
+}
+
+/// numpy's `np.mean` of float64 values.
+pub fn np_mean(a: &[f64]) -> f64 {
+    np_sum(a) / a.len() as f64
+}
+
 /// numpy's `np.round(v, 2)`: round half to even on `v * 100`.
 pub fn np_round2(v: f64) -> f64 {
     (v * 100.0).round_ties_even() / 100.0
@@ -122,17 +157,17 @@ pub fn ranked_labels(q: &QueryScores, use_valid: bool) -> (Vec<bool>, usize) {
 /// percent) at the positives of `ranked`; 0 without one.
 pub fn average_precision_pct(ranked: &[bool]) -> f64 {
     let mut hits = 0usize;
-    let mut sum = 0.0;
+    let mut precisions = Vec::new();
     for (i, &r) in ranked.iter().enumerate() {
         if r {
             hits += 1;
-            sum += np_round2(hits as f64 / (i + 1) as f64 * 100.0);
+            precisions.push(np_round2(hits as f64 / (i + 1) as f64 * 100.0));
         }
     }
-    if hits == 0 {
+    if precisions.is_empty() {
         0.0
     } else {
-        sum / hits as f64
+        np_mean(&precisions)
     }
 }
 
@@ -200,8 +235,8 @@ pub fn category_values<'a>(
             v
         }
         Suite::Rfosd => {
-            let (mut ap, mut ap20, mut hits, mut seen, mut n) =
-                (0.0, 0.0, [0usize; 4], [0usize; 4], 0usize);
+            let (mut ap, mut ap20, mut hits, mut seen) =
+                (Vec::new(), Vec::new(), [0usize; 4], [0usize; 4]);
             for s in stats {
                 if let QueryStats::Rfosd {
                     ap: a,
@@ -210,17 +245,16 @@ pub fn category_values<'a>(
                     seen: sn,
                 } = s
                 {
-                    ap += a;
-                    ap20 += a20;
+                    ap.push(*a);
+                    ap20.push(*a20);
                     for i in 0..4 {
                         hits[i] += h[i];
                         seen[i] += sn[i];
                     }
-                    n += 1;
                 }
             }
-            let mean = |s: f64| (n > 0).then(|| np_round2(s / n as f64) / 100.0);
-            let mut v = vec![mean(ap), mean(ap20)];
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| np_round2(np_mean(v)) / 100.0);
+            let mut v = vec![mean(&ap), mean(&ap20)];
             v.extend((0..4).map(|i| pct(hits[i] as f64, seen[i] as f64)));
             v
         }
@@ -233,7 +267,7 @@ pub fn overall(categories: &[Vec<Option<f64>>], metrics: usize) -> Vec<Option<f6
     (0..metrics)
         .map(|m| {
             let vals: Vec<f64> = categories.iter().filter_map(|c| c[m]).collect();
-            (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+            (!vals.is_empty()).then(|| np_mean(&vals))
         })
         .collect()
 }
@@ -263,6 +297,43 @@ mod tests {
     fn close(a: Option<f64>, b: f64) {
         let a = a.expect("a value");
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn numpy_summation_order() {
+        // Checked against numpy 2.4's np.add.reduce on these values.
+        let small = [0.1, 0.2, 0.3];
+        assert_eq!(np_sum(&small), (0.1 + 0.2) + 0.3);
+        let v: Vec<f64> = (0..20).map(|i| 0.1 * i as f64 + 0.01).collect();
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&v[..8]);
+        for j in 0..8 {
+            r[j] += v[8 + j];
+        }
+        let want = ((r[0] + r[1]) + (r[2] + r[3]))
+            + ((r[4] + r[5]) + (r[6] + r[7]))
+            + v[16]
+            + v[17]
+            + v[18]
+            + v[19];
+        assert_eq!(np_sum(&v), want);
+        assert_eq!(np_sum(&[]), 0.0);
+        // Nine APs of a real category (student, cup, pattern protocol): numpy's
+        // mean is 62.194999.. and rounds to 62.19; summed in order it is
+        // 62.195 and would round to 62.2.
+        let aps = [
+            100.0,
+            24.285,
+            100.0,
+            42.985,
+            41.665,
+            83.33500000000001,
+            79.86,
+            73.33500000000001,
+            14.29,
+        ];
+        assert_eq!(np_round2(np_mean(&aps)), 62.19);
+        assert_eq!(np_round2(aps.iter().sum::<f64>() / 9.0), 62.2);
     }
 
     #[test]

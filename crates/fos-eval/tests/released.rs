@@ -53,6 +53,31 @@ fn rank(c: &Cat, use_valid: bool) -> (Vec<Vec<u8>>, Vec<usize>) {
     (ranked, flags)
 }
 
+/// numpy's float64 sum (`np.add.reduce`): pairwise, 8-way unrolled blocks
+/// of at most 128 values; `np.mean` divides it by the count.
+fn numpy_sum(v: &[f64]) -> f64 {
+    if v.len() > 128 {
+        let half = v.len() / 2 - (v.len() / 2) % 8;
+        return numpy_sum(&v[..half]) + numpy_sum(&v[half..]);
+    }
+    if v.len() < 8 {
+        return v.iter().fold(0.0, |a, b| a + b);
+    }
+    let whole = v.len() / 8 * 8;
+    let mut acc = v[..8].to_vec();
+    for block in v[8..whole].chunks(8) {
+        for (a, b) in acc.iter_mut().zip(block) {
+            *a += b;
+        }
+    }
+    let head = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    v[whole..].iter().fold(head, |a, b| a + b)
+}
+
+fn numpy_mean(v: &[f64]) -> f64 {
+    numpy_sum(v) / v.len() as f64
+}
+
 fn precision_pct(row: &[u8], k: usize) -> f64 {
     let hits = row[..k].iter().filter(|&&v| v != 0).count();
     round2(hits as f64 / k as f64 * 100.0)
@@ -66,7 +91,7 @@ fn ap(row: &[u8]) -> f64 {
     if out.is_empty() {
         0.0
     } else {
-        out.iter().sum::<f64>() / out.len() as f64
+        numpy_mean(&out)
     }
 }
 
@@ -220,7 +245,7 @@ fn check(cats: &[Cat], suite: Suite) -> Result<(), TestCaseError> {
             .collect();
         match g.value {
             Some(v) => {
-                let want = vals.iter().sum::<f64>() / vals.len() as f64;
+                let want = numpy_mean(&vals);
                 prop_assert!(
                     (v * 100.0 - want).abs() < 1e-9,
                     "overall {m}: {v} vs {want}"
@@ -233,7 +258,12 @@ fn check(cats: &[Cat], suite: Suite) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    // A fixed seed: the same 400 cases on every run.
+    #![proptest_config(ProptestConfig {
+        cases: 400,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x0f05_e7a1),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn sfosd_equals_the_released_evaluator(c in cats(true)) {
