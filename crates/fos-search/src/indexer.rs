@@ -250,3 +250,49 @@ impl<'a> Indexer<'a> {
         Ok(w.add(&self.encoder.fingerprint(), entries, &emb)?)
     }
 }
+
+/// Pattern ids by k-means, per category, on each cut-out's embedding (from
+/// any encoder) plus its geometry (log aspect ratio, truncated sides) times
+/// `geometry_weight`; written into the data set's manifest. `embeddings`
+/// holds one row of `dim` values per record, in record order; `features`
+/// describes them in `dataset.json`. Returns the number of patterns per
+/// category.
+pub fn cluster_patterns(
+    ds: &mut Dataset,
+    embeddings: &[f32],
+    dim: usize,
+    geometry_weight: f32,
+    k: Option<usize>,
+    seed: u64,
+    features: &str,
+) -> Result<std::collections::BTreeMap<String, usize>, SearchError> {
+    use fos_data::patterns;
+    if embeddings.len() != ds.records.len() * dim {
+        return Err(input(format!(
+            "{} embedding values for {} cut-outs of dimension {dim}",
+            embeddings.len(),
+            ds.records.len()
+        )));
+    }
+    let feats: Vec<Vec<f32>> = ds
+        .records
+        .iter()
+        .zip(embeddings.chunks(dim.max(1)))
+        .map(|(r, e)| {
+            let mut f = e.to_vec();
+            f.extend(patterns::geometry(r, geometry_weight));
+            f
+        })
+        .collect();
+    let refs: Vec<&Record> = ds.records.iter().collect();
+    let (map, ks) = patterns::cluster(&refs, &feats, k, seed);
+    let method = serde_json::json!({
+        "method": "kmeans",
+        "k": k.map_or("auto".to_owned(), |k| k.to_string()),
+        "k_per_category": ks,
+        "features": format!("{features} + geometry x {geometry_weight}"),
+        "seed": seed,
+    });
+    patterns::write_patterns(ds, &map, method)?;
+    Ok(ks)
+}

@@ -17,6 +17,7 @@
 
 pub mod composite;
 pub mod indexer;
+pub mod model;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

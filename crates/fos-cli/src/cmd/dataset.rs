@@ -9,6 +9,7 @@ use fos_data::build::{BackgroundFormat, BuildOptions, BuildReport, CocoSource};
 use fos_data::filter::FilterConfig;
 use fos_data::split::SplitSpec;
 use fos_model::embed::Encoder as _;
+use fos_search::indexer::{cluster_patterns, Indexer};
 
 /// Arguments of `fos dataset`.
 #[derive(ClapArgs, Debug)]
@@ -267,9 +268,13 @@ fn patterns(a: PatternArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     if ds.records.is_empty() {
         bail!("{} holds no foregrounds", a.dir.display());
     }
-    let (map, method) = if let Some(csv) = &a.labels {
+    if let Some(csv) = &a.labels {
         let map = patterns::read_labels(csv, &ds.records)?;
-        (map, serde_json::json!({"method": "labels", "file": csv}))
+        patterns::write_patterns(
+            &mut ds,
+            &map,
+            serde_json::json!({"method": "labels", "file": csv}),
+        )?;
     } else {
         let spec = a.cluster.as_deref().unwrap_or("auto");
         let k = match spec {
@@ -278,34 +283,22 @@ fn patterns(a: PatternArgs, ctx: &super::Context) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("--cluster {n:?} must be a positive number or `auto`")
             })?),
         };
-        let device = fos_model::device();
-        let enc = fos_model::embed::PretrainedEncoder::load(a.backbone, device)?;
-        let pb = super::progress(ds.records.len() as u64, "features");
-        let mut feats = Vec::with_capacity(ds.records.len());
-        for chunk in ds.records.chunks(usize::from(a.batch)) {
-            let imgs = chunk
-                .iter()
-                .map(|r| fos_image::decode::load_rgba(&ds.path(&r.foreground), &ctx.decode))
-                .collect::<Result<Vec<_>, _>>()?;
-            for (r, mut f) in chunk.iter().zip(enc.foregrounds(&imgs)?) {
-                f.extend(patterns::geometry(r, a.geometry_weight));
-                feats.push(f);
-            }
-            pb.inc(chunk.len() as u64);
-        }
-        pb.finish_and_clear();
-        let refs: Vec<&fos_data::manifest::Record> = ds.records.iter().collect();
-        let (map, ks) = patterns::cluster(&refs, &feats, k, a.seed);
-        let method = serde_json::json!({
-            "method": "kmeans",
-            "k": spec,
-            "k_per_category": ks,
-            "features": format!("{} pooled on white square + geometry x {}", a.backbone.name(), a.geometry_weight),
-            "seed": a.seed,
-        });
-        (map, method)
-    };
-    patterns::write_patterns(&mut ds, &map, method)?;
+        let enc = fos_model::embed::PretrainedEncoder::load(a.backbone, fos_model::device())?;
+        let paths: Vec<PathBuf> = ds.records.iter().map(|r| ds.path(&r.foreground)).collect();
+        let emb = Indexer::new(&enc, ctx.decode)
+            .batch(usize::from(a.batch))
+            .embed(&paths, &super::Bar::new("features"))?;
+        let features = format!("{} pooled on white square", a.backbone.name());
+        cluster_patterns(
+            &mut ds,
+            &emb,
+            enc.dim(),
+            a.geometry_weight,
+            k,
+            a.seed,
+            &features,
+        )?;
+    }
     let mut per_cat: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
         Default::default();
     for r in &ds.records {

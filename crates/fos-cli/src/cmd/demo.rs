@@ -95,7 +95,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     }
     let model = a.enc.trained()?;
     let enc: Box<dyn Encoder> = match &model {
-        Some(m) => Box::new(m.encoder(fos_model::trained::QueryHead::Student)?),
+        Some(m) => fos_search::model::encoder_of(m)?,
         None => Box::new(a.enc.pretrained()?),
     };
     let ds_dir = home.join("dataset");
@@ -221,23 +221,14 @@ fn prepare(
     let emb = fos_search::indexer::Indexer::new(enc, ctx.decode)
         .embed(&paths, &super::Bar::new("embed"))?;
     let d = enc.dim();
-    let feats: Vec<Vec<f32>> = ds
-        .records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut f = emb[i * d..(i + 1) * d].to_vec();
-            f.extend(fos_data::patterns::geometry(r, 0.5));
-            f
-        })
-        .collect();
-    let refs: Vec<&fos_data::manifest::Record> = ds.records.iter().collect();
-    let (map, ks) = fos_data::patterns::cluster(&refs, &feats, None, 0);
-    fos_data::patterns::write_patterns(
+    fos_search::indexer::cluster_patterns(
         &mut ds,
-        &map,
-        serde_json::json!({"method": "kmeans", "k": "auto", "k_per_category": ks, "seed": 0,
-            "features": "efficientnet-lite0 pooled on white square + geometry x 0.5"}),
+        &emb,
+        d,
+        0.5,
+        None,
+        0,
+        "the model's cut-out embedding on white square",
     )?;
     let mut entries = Vec::new();
     let mut test_emb = Vec::new();

@@ -1,15 +1,14 @@
-//! Which model makes the embeddings: `--model DIR`, else `$FOS_MODEL`, else
-//! the committed `models/default`; `--model pretrained` is the stand-in
-//! (plain pretrained backbone features).
+//! The flags that choose the model (`--model DIR`, else `$FOS_MODEL`, else
+//! the committed `models/default`; `--model pretrained`); the choice itself
+//! is `fos_search::model`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::Args as ClapArgs;
 use fos_model::backbone::BackboneKind;
 use fos_model::embed::{Encoder, PretrainedEncoder};
-use fos_model::trained::{default_model_dir, QueryHead, TrainedModel};
+use fos_model::trained::TrainedModel;
+use fos_search::model::ModelChoice;
 
 /// Which encoder makes the embeddings.
 #[derive(ClapArgs, Debug, Clone)]
@@ -27,37 +26,24 @@ pub struct EncoderArgs {
 }
 
 impl EncoderArgs {
+    /// The model these flags choose.
+    pub fn choice(&self) -> ModelChoice {
+        ModelChoice::parse(self.model.as_deref(), self.backbone)
+    }
+
     /// The trained model in use, or `None` for the pretrained stand-in.
     pub fn trained(&self) -> anyhow::Result<Option<Arc<TrainedModel>>> {
-        let dir = match self.model.as_deref() {
-            Some("pretrained") => return Ok(None),
-            Some(d) => PathBuf::from(d),
-            None => match default_model_dir() {
-                Some(d) => d,
-                None => {
-                    tracing::warn!(
-                        "no trained model found (models/default, $FOS_MODEL): using plain pretrained features"
-                    );
-                    return Ok(None);
-                }
-            },
-        };
-        let m = TrainedModel::load(&dir, fos_model::device())
-            .with_context(|| format!("loading the model in {}", dir.display()))?;
-        Ok(Some(Arc::new(m)))
+        Ok(self.choice().trained()?)
     }
 
     /// The pretrained stand-in encoder.
     pub fn pretrained(&self) -> anyhow::Result<PretrainedEncoder> {
-        Ok(PretrainedEncoder::load(self.backbone, fos_model::device())?)
+        Ok(ModelChoice::Pretrained(self.backbone).pretrained()?)
     }
 
     /// The encoder search uses: the trained model's teacher and student, or
     /// the stand-in.
     pub fn load(&self) -> anyhow::Result<Box<dyn Encoder>> {
-        Ok(match self.trained()? {
-            Some(m) => Box::new(m.encoder(QueryHead::Student)?),
-            None => Box::new(self.pretrained()?),
-        })
+        Ok(self.choice().encoder()?)
     }
 }
