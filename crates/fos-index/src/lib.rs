@@ -28,10 +28,12 @@ pub mod ann;
 pub mod format;
 pub mod library;
 pub mod scan;
+pub mod store;
 pub mod writer;
 
 pub use format::{Dtype, Entry};
 pub use library::Library;
+pub use store::{AspectFilter, PatternHits, Store};
 pub use writer::LibraryWriter;
 
 use std::path::PathBuf;

@@ -222,7 +222,9 @@ impl Library {
     }
 
     /// Unknown category: the error lists the ones there are.
-    fn check_category(&self, category: &str) -> Result<(), IndexError> {
+    /// `Ok` when the category has cut-outs; otherwise an error that lists
+    /// the categories there are.
+    pub fn check_category(&self, category: &str) -> Result<(), IndexError> {
         if self.by_category.contains_key(category) {
             return Ok(());
         }

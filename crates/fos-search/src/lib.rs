@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use fos_image::compose::Rect;
-use fos_index::Library;
+use fos_index::{AspectFilter, Store};
 use fos_model::embed::Encoder;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -206,27 +206,39 @@ pub struct Response {
 
 /// A library and the encoder that made it.
 pub struct Searcher {
-    library: Library,
+    store: Box<dyn Store>,
     encoder: Box<dyn Encoder>,
 }
 
 impl Searcher {
-    /// Pairs a library with an encoder; refused unless the encoder's
-    /// fingerprint is the library's.
-    pub fn new(library: Library, encoder: Box<dyn Encoder>) -> Result<Self, SearchError> {
-        if library.model() != encoder.fingerprint() {
+    /// Pairs a library (any [`Store`]: a [`fos_index::Library`] file, ...)
+    /// with an encoder; refused unless the encoder's fingerprint is the
+    /// library's.
+    pub fn new(
+        store: impl Store + 'static,
+        encoder: Box<dyn Encoder>,
+    ) -> Result<Self, SearchError> {
+        Self::from_store(Box::new(store), encoder)
+    }
+
+    /// As [`new`](Self::new), for a boxed store.
+    pub fn from_store(
+        store: Box<dyn Store>,
+        encoder: Box<dyn Encoder>,
+    ) -> Result<Self, SearchError> {
+        if store.model() != encoder.fingerprint() {
             return Err(SearchError::ModelMismatch {
-                library: library.path().display().to_string(),
-                indexed: library.model().to_owned(),
+                library: store.location(),
+                indexed: store.model().to_owned(),
                 current: encoder.fingerprint(),
             });
         }
-        Ok(Searcher { library, encoder })
+        Ok(Searcher { store, encoder })
     }
 
     /// The library.
-    pub fn library(&self) -> &Library {
-        &self.library
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// The encoder.
@@ -245,31 +257,21 @@ impl Searcher {
                     .into(),
             ));
         }
-        if self.library.rows(&q.category).is_empty() {
-            // The library's own message lists the categories.
-            self.library
-                .search(&q.category, &vec![0.0; self.library.dim()], 1, |_| true)?;
-        }
+        // Before the encoder's work: an unknown category lists the known ones.
+        self.store.check_category(&q.category)?;
         let emb = self.encoder.query(background, rect)?;
         let t_enc = t0.elapsed();
-        let box_aspect = rect.w / rect.h;
-        let keep = |e: &fos_index::Entry| match q.aspect_factor {
-            Some(f) => {
-                let r = e.aspect as f64 / box_aspect;
-                r.max(1.0 / r) < f
-            }
-            None => true,
-        };
+        let aspect = q.aspect_factor.map(|factor| AspectFilter {
+            box_aspect: rect.w / rect.h,
+            factor,
+        });
         let pool = if q.rerank { q.k.max(RERANK_POOL) } else { q.k };
-        let mut hits = self
-            .library
-            .search_with(&q.category, &emb, pool, keep, q.exact)?;
+        let mut hits = self.store.top_k(&q.category, &emb, pool, aspect, q.exact)?;
         let t_retrieve = t0.elapsed();
         if let Some(r) = self.encoder.reranker().filter(|_| q.rerank) {
             let cutouts = hits
                 .iter()
-                .map(|&(row, _)| {
-                    let e = self.library.entry(row);
+                .map(|(e, _)| {
                     fos_image::decode::load_rgba(
                         std::path::Path::new(&e.path),
                         &fos_image::decode::DecodeOptions::default(),
@@ -280,35 +282,31 @@ impl Searcher {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let fused = r.rerank(background, rect, &cutouts)?;
-            hits = hits
-                .iter()
-                .zip(fused)
-                .map(|(&(row, _), f)| (row, f))
-                .collect();
-            hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (h, f) in hits.iter_mut().zip(fused) {
+                h.1 = f;
+            }
+            // Stable: equal fused scores keep the embedding order.
+            hits.sort_by(|a, b| b.1.total_cmp(&a.1));
         }
         hits.truncate(q.k);
         let t_rerank = t0.elapsed();
         let results = hits
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, &(r, s))| self.hit(i + 1, r, s))
+            .map(|(i, (e, s))| hit(i + 1, e, s))
             .collect();
         let t_search = t0.elapsed();
         let mut patterns = Vec::new();
         if let Some([p, m]) = q.patterns {
-            for (pi, score) in self.library.search_patterns(&q.category, &emb, p)? {
-                let members = self.library.pattern_members(pi);
-                let scores = self.library.scores(&emb, members);
-                let best =
-                    fos_index::library::top_k(members.iter().copied().zip(scores).collect(), m);
+            for ph in self.store.top_patterns(&q.category, &emb, p, m)? {
                 patterns.push(PatternHit {
-                    pattern: self.library.patterns()[pi].pattern.clone(),
-                    score,
-                    members: best
-                        .iter()
+                    pattern: ph.pattern,
+                    score: ph.score,
+                    members: ph
+                        .members
+                        .into_iter()
                         .enumerate()
-                        .map(|(i, &(r, s))| self.hit(i + 1, r, s))
+                        .map(|(i, (e, s))| hit(i + 1, e, s))
                         .collect(),
                 });
             }
@@ -326,25 +324,24 @@ impl Searcher {
             query: serde_json::json!({
                 "box": q.rect, "category": q.category, "k": q.k, "patterns": q.patterns,
                 "aspect_factor": q.aspect_factor, "rerank": q.rerank, "background_size": [background.width(), background.height()],
-                "approximate": !q.exact && (self.library.ann_graphs(&q.category) > 0),
-                "model": self.library.model(),
+                "approximate": !q.exact && self.store.approximate(&q.category),
+                "model": self.store.model(),
             }),
             results,
             patterns,
             timing_ms,
         })
     }
+}
 
-    fn hit(&self, rank: usize, row: u32, score: f32) -> Hit {
-        let e = self.library.entry(row);
-        Hit {
-            rank,
-            id: e.id.clone(),
-            path: e.path.clone(),
-            category: e.category.clone(),
-            score,
-            pattern: e.pattern.clone(),
-        }
+fn hit(rank: usize, e: fos_index::Entry, score: f32) -> Hit {
+    Hit {
+        rank,
+        id: e.id,
+        path: e.path,
+        category: e.category,
+        score,
+        pattern: e.pattern,
     }
 }
 

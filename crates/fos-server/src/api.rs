@@ -209,7 +209,7 @@ pub async fn openapi() -> Response {
 
 pub async fn healthz(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(
-        serde_json::json!({"status": "ok", "cutouts": st.searcher.library().len(), "model": st.searcher.library().model()}),
+        serde_json::json!({"status": "ok", "cutouts": st.searcher.store().len(), "model": st.searcher.store().model()}),
     )
 }
 
@@ -224,7 +224,7 @@ pub async fn not_found() -> ApiError {
 pub async fn categories(State(st): State<AppState>) -> Json<serde_json::Value> {
     let cats: Vec<serde_json::Value> = st
         .searcher
-        .library()
+        .store()
         .categories()
         .into_iter()
         .map(|(name, n)| serde_json::json!({"name": name, "cutouts": n}))
@@ -237,7 +237,7 @@ pub async fn foreground(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     // Ids are looked up in the library; nothing from the request becomes a path.
-    let row = st.searcher.library().row_of(&id).ok_or_else(|| {
+    let entry = st.searcher.store().get(&id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -247,7 +247,7 @@ pub async fn foreground(
             ),
         )
     })?;
-    let path = std::path::PathBuf::from(&st.searcher.library().entry(row).path);
+    let path = std::path::PathBuf::from(&entry.path);
     let bytes = tokio::fs::read(&path).await.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -302,15 +302,14 @@ pub async fn composite(
     let st2 = st.clone();
     timed(&st, async move {
         let (bg, q): (Vec<u8>, CompositeQuery) = parse_parts(&mut mp).await?;
-        let lib = st2.searcher.library();
-        let row = lib.row_of(&q.id).ok_or_else(|| {
+        let entry = st2.searcher.store().get(&q.id).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no cut-out with id {:?}", q.id),
             )
         })?;
-        let fg_path = std::path::PathBuf::from(&lib.entry(row).path);
+        let fg_path = std::path::PathBuf::from(&entry.path);
         let st3 = st2.clone();
         let png = model_work(&st2, move || {
             let img = fos_image::decode::decode_bytes(

@@ -189,7 +189,8 @@ pub fn run(a: SearchArgs, ctx: &super::Context) -> anyhow::Result<std::process::
                 pb.inc(1);
             }
         }
-        let lib = searcher.library();
+        let lib = Library::open(&path)?;
+        let lib = &lib;
         let p50 = |k: &str, stage: &mut BTreeMap<String, Vec<f64>>| {
             stage.get_mut(k).map_or(0.0, |v| pct(v, 0.5))
         };

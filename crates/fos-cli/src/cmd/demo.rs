@@ -147,7 +147,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
     q.k = 8;
     q.rerank = a.rerank;
     q.aspect_factor = None;
-    q.patterns = (!searcher.library().patterns().is_empty()).then_some([3, 2]);
+    q.patterns = searcher.store().has_patterns().then_some([3, 2]);
     let resp = searcher.search(&bg, &q)?;
     println!(
         "query: {} with box {:?} ({}), category {:?}; library: {} cut-outs of the test split",
@@ -155,7 +155,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         bbox,
         r.id,
         a.category,
-        searcher.library().len()
+        searcher.store().len()
     );
     super::search::print_response(&resp, false);
     if let Some(h) = resp.results.iter().find(|h| h.id == r.id) {
