@@ -22,10 +22,6 @@ pub struct Meta {
     pub box_jitter: Option<f64>,
 }
 
-fn ci_json(f: &Figure) -> serde_json::Value {
-    serde_json::json!(f.ci95)
-}
-
 /// Figures of one method or category as a JSON object: each metric's value,
 /// and `ci95` {metric: [lo, hi]} beside them.
 fn figures_json(suite: Suite, figs: &[Figure], extra: serde_json::Value) -> serde_json::Value {
@@ -33,7 +29,7 @@ fn figures_json(suite: Suite, figs: &[Figure], extra: serde_json::Value) -> serd
     let mut ci = serde_json::Map::new();
     for (name, f) in suite.metrics().iter().zip(figs) {
         o.insert((*name).into(), serde_json::json!(f.value));
-        ci.insert((*name).into(), ci_json(f));
+        ci.insert((*name).into(), serde_json::json!(f.ci95));
     }
     o.insert("ci95".into(), ci.into());
     o.into()
@@ -287,15 +283,15 @@ pub fn chart(meta: &Meta, s: &Summary) -> Result<String, String> {
     Ok(svg)
 }
 
-/// Writes `report.md`, `per_category.csv`, `metrics.json` and `chart.svg`
-/// into `dir` (each atomically); `extra` is appended to `report.md` and
-/// `extra_json`'s fields are added to `metrics.json`.
+/// Writes `report.md` (`md`: [`markdown`] and anything the caller adds),
+/// `per_category.csv`, `metrics.json` (`json`: [`json`] and anything the
+/// caller adds) and `chart.svg` into `dir`, each atomically.
 pub fn write(
     meta: &Meta,
     s: &Summary,
     dir: &Path,
-    extra: &str,
-    extra_json: &serde_json::Map<String, serde_json::Value>,
+    md: &str,
+    json: &serde_json::Value,
 ) -> Result<(), EvalError> {
     let save = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
@@ -304,18 +300,11 @@ pub fn write(
             source,
         })
     };
-    save(
-        "report.md",
-        format!("{}{extra}", markdown(meta, s)).as_bytes(),
-    )?;
+    save("report.md", md.as_bytes())?;
     save("per_category.csv", csv(s).as_bytes())?;
-    let mut j = json(meta, s);
-    for (k, v) in extra_json {
-        j[k] = v.clone();
-    }
     save(
         "metrics.json",
-        serde_json::to_string_pretty(&j)
+        serde_json::to_string_pretty(json)
             .expect("serialises")
             .as_bytes(),
     )?;

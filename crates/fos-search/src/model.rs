@@ -83,16 +83,20 @@ impl ModelChoice {
     /// The encoder search and indexing use: the trained model's teacher and
     /// student, or the stand-in.
     pub fn encoder(&self) -> Result<Box<dyn Encoder>, SearchError> {
-        Ok(match self.trained()? {
-            Some(m) => encoder_of(&m)?,
+        self.encoder_with(self.trained()?.as_ref())
+    }
+
+    /// [`encoder`](Self::encoder) for a model already loaded by
+    /// [`trained`](Self::trained) (`None`: the stand-in).
+    pub fn encoder_with(
+        &self,
+        trained: Option<&Arc<TrainedModel>>,
+    ) -> Result<Box<dyn Encoder>, SearchError> {
+        Ok(match trained {
+            Some(m) => Box::new(m.encoder(QueryHead::Student)?),
             None => Box::new(self.pretrained()?),
         })
     }
-}
-
-/// The search encoder of a loaded trained model (teacher + student).
-pub fn encoder_of(model: &Arc<TrainedModel>) -> Result<Box<dyn Encoder>, SearchError> {
-    Ok(Box::new(model.encoder(QueryHead::Student)?))
 }
 
 #[cfg(test)]

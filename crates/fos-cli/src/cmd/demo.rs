@@ -94,10 +94,7 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
         )?;
     }
     let model = a.enc.trained()?;
-    let enc: Box<dyn Encoder> = match &model {
-        Some(m) => fos_search::model::encoder_of(m)?,
-        None => Box::new(a.enc.pretrained()?),
-    };
+    let enc: Box<dyn Encoder> = a.enc.choice().encoder_with(model.as_ref())?;
     let ds_dir = home.join("dataset");
     let lib_path = super::search::default_index();
     let stale = Library::open(&lib_path)

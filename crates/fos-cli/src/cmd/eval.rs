@@ -188,19 +188,20 @@ pub fn run(a: Args, ctx: &super::Context) -> anyhow::Result<ExitCode> {
             reference: a.reference.clone(),
         },
     );
+    let md = format!("{}{extra_md}", fos_eval::report::markdown(&meta, &summary));
+    let mut json = fos_eval::report::json(&meta, &summary);
+    for (k, v) in extra_json {
+        json[k] = v;
+    }
     std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
-    fos_eval::report::write(&meta, &summary, &a.out, &extra_md, &extra_json)?;
+    fos_eval::report::write(&meta, &summary, &a.out, &md, &json)?;
     if let Some(p) = &a.dump_scores {
         fos_eval::scores::write_csv(&scores, p)?;
     }
     if a.json {
-        let mut j = fos_eval::report::json(&meta, &summary);
-        for (k, v) in extra_json {
-            j[k] = v;
-        }
-        println!("{j}");
+        println!("{json}");
     } else {
-        print!("{}{extra_md}", fos_eval::report::markdown(&meta, &summary));
+        print!("{md}");
         println!("\nreport: {}", a.out.join("report.md").display());
     }
     Ok(ExitCode::SUCCESS)
